@@ -1,0 +1,1 @@
+"""bench: the ser-bench harness (suites, runner, records, leaderboards, CLI)."""

@@ -1,0 +1,111 @@
+"""Command line: `python -m bench run|list|report` (also installed as `ser-bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.leaderboard import write_leaderboards
+from bench.records import RecordStore
+from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite
+from bench.suite import SuiteError, load_suite, suite_names
+from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
+from ser_models.models import model_names, model_spec
+from ser_models.protocols import ProtocolError, SpeakerLeakError
+
+USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, KeyError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="ser-bench: speaker-independent speech emotion recognition benchmarks"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite (resumes: recorded folds are not redone)")
+    run.add_argument("--suite", default="smoke", help=f"{'|'.join(suite_names())} or a suite .toml file")
+    run.add_argument("--data-root", type=Path, default=None, help="folder holding ravdess/, urdu/ (default: $SER_DATA)")
+    run.add_argument("--corpus", nargs="+", default=[], metavar="NAME", help="only these corpora")
+    run.add_argument("--model", nargs="+", default=[], metavar="NAME", help="only these models (or all, classical)")
+    run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    run.add_argument("--seed", type=int, nargs="+", default=[], help="override the suite's seeds")
+    run.add_argument("--fresh", action="store_true", help="forget this suite's records and start over")
+    run.add_argument("--results-dir", type=Path, default=Path("results"), help="where records and leaderboards go")
+    run.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: $SER_BENCH_CACHE)")
+
+    listing = commands.add_parser("list", help="list corpora, models or suites")
+    listing.add_argument("what", choices=["corpora", "models", "suites"])
+
+    report = commands.add_parser("report", help="rebuild leaderboards from stored records (no training)")
+    report.add_argument("--suite", default="smoke")
+    report.add_argument("--results-dir", type=Path, default=Path("results"))
+    return parser
+
+
+def _list(what: str) -> None:
+    if what == "corpora":
+        for name in corpus_names():
+            info = corpus_info(name)
+            print(f"{name:12} {info.title}; {info.n_speakers} speakers; {', '.join(info.emotions)}")
+            print(f"{'':12} layout: {info.layout}; licence: {info.license}")
+    elif what == "models":
+        for name in model_names():
+            spec = model_spec(name)
+            print(f"{name:15} {spec.family:9} reads {spec.input:11} {spec.description}")
+    else:
+        for name in suite_names():
+            print(f"{name:8} {load_suite(name).description}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    suite = load_suite(args.suite)
+    data_root = args.data_root or (Path(os.environ["SER_DATA"]) if os.environ.get("SER_DATA") else None)
+    options = RunOptions(
+        suite=suite, data_root=data_root, corpora=tuple(args.corpus), models=tuple(args.model),
+        seeds=tuple(args.seed), jobs=max(1, args.jobs), fresh=args.fresh, results_dir=args.results_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
+    )
+    start = time.perf_counter()
+    summary = run_suite(options)
+    print(f"\nsuite {summary.suite}: {summary.trained} fits run, {summary.reused} reused from records, "
+          f"{summary.skipped_files} files skipped, {time.perf_counter() - start:.0f} s")
+    for where, (model, uar) in summary.best.items():
+        print(f"  best on {where}: {model} (UAR {uar:.3f})")
+    if summary.skipped_files:
+        print(f"  skipped files and reasons: {summary.folder / 'skipped.csv'}")
+    print(f"  leaderboard: {summary.leaderboard}")
+    if suite.publish:
+        print(f"  published: {args.results_dir / 'leaderboard.md'}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    suite = load_suite(args.suite)
+    store = RecordStore(args.results_dir / suite.name)
+    if not store.records_path.exists():
+        raise BenchError(f"no records at {store.records_path}: run `python -m bench run --suite {args.suite}` first")
+    paths = write_leaderboards(store, suite, publish_to=args.results_dir if suite.publish else None)
+    print(f"leaderboard rebuilt from records: {paths['leaderboard']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one clear line and exit 2."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        {"run": _run, "list": lambda a: _list(a.what), "report": _report}[args.command](args)
+    except SpeakerLeakError as error:
+        print(f"error: speaker leak, refusing to report numbers: {error}", file=sys.stderr)
+        return 3
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished folds are recorded; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,103 @@
+"""Leaderboards built from stored records only: never trains, never reads audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from bench.records import RecordStore, atomic_write_bytes
+from bench.suite import Suite
+
+TOP_MODELS_PER_CLASS_TABLE = 3
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """Records as a DataFrame, one row per (corpus, protocol, model, fold, seed)."""
+    return pd.DataFrame(records)
+
+
+def _model_table(group: pd.DataFrame) -> pd.DataFrame:
+    summary = group.groupby("model").agg(
+        uar_mean=("uar", "mean"), uar_std=("uar", "std"), accuracy=("accuracy", "mean"),
+        macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"),
+        fit_seconds=("fit_seconds", "mean"), rows=("uar", "size"),
+    )
+    summary["uar_std"] = summary["uar_std"].fillna(0.0)
+    return summary.sort_values(["uar_mean", "accuracy"], ascending=False, kind="stable")
+
+
+def _dataset_facts(group: pd.DataFrame) -> str:
+    first = group.sort_values(["model", "seed", "fold"]).iloc[0]
+    one_pass = group[(group["model"] == first["model"]) & (group["seed"] == first["seed"])]
+    labels = list(first["labels"])
+    class_counts = np.sum([np.asarray(c).sum(axis=1) for c in one_pass["confusion"]], axis=0)
+    speakers = sorted(set(first["train_speakers"]) | set(first["test_speakers"]))
+    files = int(first["n_train"] + first["n_test"])
+    counts = ", ".join(f"{label} {int(n)}" for label, n in zip(labels, class_counts, strict=True))
+    return (
+        f"Dataset: {files} files, {len(speakers)} speakers, {len(labels)} classes ({counts}). "
+        f"Chance UAR {1 / len(labels):.3f}; majority-class accuracy {class_counts.max() / class_counts.sum():.3f}. "
+        f"{one_pass['fold'].nunique()} speaker-disjoint folds, "
+        f"about {np.mean([len(s) for s in one_pass['test_speakers']]):.1f} test speakers each."
+    )
+
+
+def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
+    labels = list(group.iloc[0]["labels"])
+    rows = []
+    for model in models:
+        scores = pd.DataFrame(list(group[group["model"] == model]["per_class_f1"])).mean()
+        rows.append([model, *(f"{scores.get(label, 0.0):.3f}" for label in labels)])
+    return tabulate(rows, headers=["model", *labels], tablefmt="github")
+
+
+def corpus_section(corpus: str, protocol: str, group: pd.DataFrame) -> str:
+    """Markdown for one corpus and protocol: ranking, per-class F1 of the top models, dataset facts."""
+    table = _model_table(group)
+    rows = [
+        [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}", f"{r.accuracy:.3f}", f"{r.macro_f1:.3f}",
+         f"{r.weighted_f1:.3f}", f"{r.fit_seconds:.1f}"]
+        for rank, (model, r) in enumerate(table.iterrows(), start=1)
+    ]
+    headers = ["rank", "model", "UAR (mean ± std over folds)", "accuracy", "macro-F1", "weighted F1", "fit s/fold"]
+    top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
+    return "\n\n".join([
+        f"## {corpus} — {protocol}",
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
+        f"Per-class F1 of the top {len(top)} models (mean over folds):",
+        _per_class_table(group, top),
+        _dataset_facts(group),
+    ])
+
+
+def render_leaderboard(records: list[dict], suite: Suite) -> tuple[str, dict[str, tuple[str, float]]]:
+    """The whole leaderboard markdown and the best model per corpus/protocol."""
+    header = [
+        f"# ser-bench leaderboard: `{suite.name}` suite",
+        suite.description,
+        "Every number is speaker-independent: no speaker is in both the training and the test side of any fold. "
+        "UAR is unweighted average recall (balanced accuracy). Built from "
+        f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
+    ]
+    if not records:
+        return "\n\n".join([*header, "_No records yet._"]) + "\n", {}
+    frame = records_frame(records)
+    sections, best = [], {}
+    for (corpus, protocol), group in frame.groupby(["corpus", "protocol"], sort=True):
+        sections.append(corpus_section(corpus, protocol, group))
+        table = _model_table(group)
+        best[f"{corpus}/{protocol}"] = (table.index[0], float(table.iloc[0]["uar_mean"]))
+    return "\n\n".join([*header, *sections]) + "\n", best
+
+
+def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | None = None) -> dict:
+    """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
+    markdown, best = render_leaderboard(store.load(), suite)
+    path = store.folder / "leaderboard.md"
+    atomic_write_bytes(path, markdown.encode())
+    if publish_to is not None:
+        atomic_write_bytes(Path(publish_to) / "leaderboard.md", markdown.encode())
+    return {"leaderboard": path, "best": best}

@@ -1,0 +1,109 @@
+"""Records: one JSON line per (suite, corpus, protocol, model, fold, seed), plus per-utterance predictions."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("ser-bench", "numpy", "scikit-learn", "xgboost", "librosa", "keras", "jax", "optuna")
+
+
+def config_hash(config: dict) -> str:
+    """Stable hash of everything that decides a row's numbers."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour affects results."""
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RecordStore:
+    """A folder holding records.jsonl and predictions/<config_hash>.csv.gz."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.records_path = self.folder / "records.jsonl"
+        self.predictions_dir = self.folder / "predictions"
+
+    def load(self) -> list[dict]:
+        """Every intact record; a damaged line (e.g. cut by a kill) is reported and ignored."""
+        if not self.records_path.exists():
+            return []
+        records = []
+        for number, line in enumerate(self.records_path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "config_hash" not in record:
+                    raise ValueError("not a record object")
+            except ValueError as error:
+                log.warning("ignoring damaged record line %d of %s (%s)", number, self.records_path, error)
+                continue
+            records.append(record)
+        return records
+
+    def recorded_hashes(self) -> set[str]:
+        """Config hashes of complete records whose predictions file exists."""
+        return {r["config_hash"] for r in self.load() if self.prediction_path(r["config_hash"]).exists()}
+
+    def prediction_path(self, key: str) -> Path:
+        return self.predictions_dir / f"{key}.csv.gz"
+
+    def append(self, record: dict, predictions: pd.DataFrame) -> None:
+        """Store predictions first, then the record line: a record always has its predictions."""
+        buffer = predictions.to_csv(index=False, float_format="%.6g").encode()
+        atomic_write_bytes(self.prediction_path(record["config_hash"]), gzip.compress(buffer, mtime=0))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.records_path, "a+b") as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() > 0:
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":  # a line cut short by a kill: start on a fresh line
+                    stream.write(b"\n")
+            stream.write(line.encode())
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def load_predictions(self, key: str) -> pd.DataFrame:
+        """The per-utterance predictions of one record."""
+        return pd.read_csv(self.prediction_path(key))
+
+    def clear(self) -> None:
+        """Forget every record and prediction (for --fresh)."""
+        self.records_path.unlink(missing_ok=True)
+        if self.predictions_dir.exists():
+            for path in self.predictions_dir.glob("*.csv.gz"):
+                path.unlink()

@@ -1,0 +1,262 @@
+"""Runs a suite: corpora → cached features → folds → models → records → leaderboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from bench.leaderboard import write_leaderboards
+from bench.records import RecordStore, config_hash, package_versions
+from bench.suite import Suite
+from ser_models.corpora import corpus_info, corpus_names, load_corpus
+from ser_models.feature_cache import FeatureSet, extract_features
+from ser_models.metrics import classification_metrics
+from ser_models.models import model_names, model_spec
+from ser_models.protocols import Fold, ProtocolError, make_folds
+
+log = logging.getLogger(__name__)
+
+
+class BenchError(RuntimeError):
+    """A run that cannot go ahead; the message says what to change."""
+
+
+def default_cache_dir() -> Path:
+    """Feature and generated-corpus cache: $SER_BENCH_CACHE or ~/.cache/ser-bench."""
+    return Path(os.environ.get("SER_BENCH_CACHE", Path.home() / ".cache" / "ser-bench")).expanduser()
+
+
+@dataclass
+class RunOptions:
+    """What the command line adds to a suite."""
+
+    suite: Suite
+    data_root: Path | None = None
+    corpora: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    jobs: int = 1
+    fresh: bool = False
+    results_dir: Path = Path("results")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    progress: bool | None = None  # None: bars only on a terminal
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    folder: Path
+    leaderboard: Path
+    trained: int
+    reused: int
+    skipped_files: int
+    best: dict[str, tuple[str, float]]  # corpus/protocol -> (model, mean UAR)
+
+
+def resolve_models(requested: tuple[str, ...]) -> list[str]:
+    """Expand 'all' and family names; unknown names raise with the valid choices."""
+    names: list[str] = []
+    for item in requested:
+        if item == "all":
+            names += model_names()
+        elif item in ("classical", "deep"):
+            names += model_names(family=item)
+        else:
+            model_spec(item)
+            names.append(item)
+    return list(dict.fromkeys(names))
+
+
+def resolve_corpora(requested: tuple[str, ...], data_root: Path | None) -> list[str]:
+    """Expand 'found' to every registered corpus whose folder is under the data root."""
+    if data_root is not None and not data_root.is_dir():
+        raise BenchError(f"data root {data_root} does not exist (from --data-root or SER_DATA)")
+    names: list[str] = []
+    for item in requested:
+        if item == "found":
+            if data_root is None:
+                raise BenchError(
+                    "this suite runs on the corpora under a data root: pass --data-root DIR or set SER_DATA"
+                )
+            found = [n for n in corpus_names() if not corpus_info(n).generated
+                     and (data_root / corpus_info(n).folder).is_dir()]
+            if not found:
+                layouts = "; ".join(corpus_info(n).layout for n in corpus_names() if not corpus_info(n).generated)
+                raise BenchError(f"no corpus found under {data_root}. Expected one of: {layouts}")
+            names += found
+        else:
+            info = corpus_info(item)
+            if not info.generated and data_root is None:
+                raise BenchError(f"corpus {item!r} needs a data root: pass --data-root DIR or set SER_DATA")
+            names.append(item)
+    return list(dict.fromkeys(names))
+
+
+def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Path) -> Path:
+    """Where a corpus lives: generated ones in the cache, real ones under the data root."""
+    info = corpus_info(name)
+    if info.generated:
+        return cache_dir / "corpora" / f"{name}-{config_hash(options)[:10]}"
+    return data_root / info.folder
+
+
+def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, x_test) -> dict:
+    """Train one model on one fold's training rows and predict its test rows."""
+    estimator = model_spec(model).build(seed=seed, **params)
+    start = time.perf_counter()
+    estimator.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    predicted = estimator.predict(x_test)
+    probabilities = estimator.predict_proba(x_test)
+    predict_seconds = time.perf_counter() - start
+    return {"predicted": np.asarray(predicted), "probabilities": probabilities,
+            "classes": [str(c) for c in estimator.classes_],
+            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+
+
+@dataclass
+class Job:
+    corpus: str
+    protocol: str
+    model: str
+    fold: Fold
+    seed: int
+    params: dict
+    key: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _model_input(features: FeatureSet, model: str):
+    if model_spec(model).input == "functionals":
+        return features.functionals
+    raise BenchError(f"model {model!r} reads {model_spec(model).input!r}, which this runner does not provide")
+
+
+def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: list[str], done: set[str]):
+    suite = options.suite
+    labels = sorted(features.manifest["emotion"].unique())
+    seeds = options.seeds or suite.seeds
+    jobs, reused = [], 0
+    for protocol in suite.protocols:
+        for seed in seeds:
+            try:
+                folds = make_folds(protocol, features.manifest, seed=seed)
+            except ProtocolError as error:
+                log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
+                break
+            for model in models:
+                params = model_spec(model).resolved_params(suite.model_params.get(model))
+                for fold in folds:
+                    key = config_hash({
+                        "corpus": corpus, "corpus_options": suite.corpus_options.get(corpus, {}),
+                        "protocol": protocol, "fold": fold.index, "test_speakers": fold.test_speakers,
+                        "model": model, "params": params, "seed": seed, "features": suite.features.key(),
+                        "data": features.fingerprint(), "labels": labels,
+                    })
+                    if key in done:
+                        reused += 1
+                        continue
+                    train, test = fold.split(features.manifest)
+                    jobs.append(Job(corpus, protocol, model, fold, seed, params, key, train, test))
+    return jobs, reused
+
+
+def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, labels: list[str]):
+    manifest = features.manifest
+    y_test = manifest["emotion"].to_numpy()[job.test]
+    probabilities = np.zeros((len(job.test), len(labels)))
+    for column, label in enumerate(outcome["classes"]):
+        probabilities[:, labels.index(label)] = outcome["probabilities"][:, column]
+    predictions = pd.DataFrame({
+        "path": manifest["path"].to_numpy()[job.test], "speaker": manifest["speaker"].to_numpy()[job.test],
+        "key": np.asarray(features.keys)[job.test], "true": y_test, "predicted": outcome["predicted"],
+    })
+    for column, label in enumerate(labels):
+        predictions[f"p_{label}"] = probabilities[:, column]
+    train_speakers = sorted(manifest["speaker"].iloc[job.train].unique())
+    test_speakers = sorted(manifest["speaker"].iloc[job.test].unique())
+    record = {
+        "suite": options.suite.name, "corpus": job.corpus, "protocol": job.protocol, "model": job.model,
+        "family": model_spec(job.model).family, "fold": job.fold.index, "seed": job.seed,
+        "config_hash": job.key, "labels": labels,
+        **classification_metrics(y_test, outcome["predicted"], labels),
+        "n_train": int(len(job.train)), "n_test": int(len(job.test)),
+        "train_speakers": train_speakers, "test_speakers": test_speakers,
+        "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
+        "params": job.params, "features": asdict(options.suite.features) | {"key": options.suite.features.key()},
+        "data_fingerprint": features.fingerprint(), "versions": package_versions(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record, predictions
+
+
+def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
+    corpus_options = options.suite.corpus_options.get(corpus, {})
+    root = corpus_root(corpus, corpus_options, options.data_root, options.cache_dir)
+    manifest = load_corpus(corpus, root, **corpus_options)
+    features = extract_features(
+        manifest, options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs, progress=options.progress
+    )
+    features.skipped = manifest.attrs.get("skipped", []) + features.skipped
+    if features.manifest.empty:
+        raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
+    return features
+
+
+def _write_skipped(folder: Path, rows: list[dict]) -> None:
+    path = folder / "skipped.csv"
+    if rows:
+        pd.DataFrame(rows, columns=["corpus", "path", "reason"]).to_csv(path, index=False)
+    elif path.exists():
+        path.unlink()
+
+
+def run_suite(options: RunOptions) -> RunSummary:
+    """Run every job of the suite that is not yet recorded, then rebuild the leaderboards."""
+    suite = options.suite
+    models = resolve_models(options.models or suite.models)
+    corpora = resolve_corpora(options.corpora or suite.corpora, options.data_root)
+    folder = options.results_dir / suite.name
+    store = RecordStore(folder)
+    if options.fresh:
+        store.clear()
+    done = store.recorded_hashes()
+    trained = reused = 0
+    skipped_rows: list[dict] = []
+    for corpus in corpora:
+        features = _load_features(options, corpus)
+        skipped_rows += [{"corpus": corpus, **row} for row in features.skipped]
+        jobs, reused_here = _plan_jobs(options, corpus, features, models, done)
+        reused += reused_here
+        labels = sorted(features.manifest["emotion"].unique())
+        y = features.manifest["emotion"].to_numpy()
+        calls = (
+            delayed(fit_and_predict)(
+                job.model, job.params, job.seed,
+                _model_input(features, job.model)[job.train], y[job.train], _model_input(features, job.model)[job.test],
+            )
+            for job in jobs
+        )
+        outcomes = Parallel(n_jobs=options.jobs, return_as="generator")(calls)
+        bar = tqdm(total=len(jobs), desc=f"{corpus} folds", unit="fit",
+                   disable=None if options.progress is None else not options.progress)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            record, predictions = _record(options, job, features, outcome, labels)
+            store.append(record, predictions)
+            trained += 1
+            bar.update()
+        bar.close()
+    _write_skipped(folder, skipped_rows)
+    paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
+    return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"])

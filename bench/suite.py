@@ -1,0 +1,83 @@
+"""Suites are data: a TOML file names corpora, models, protocols, seeds and budgets."""
+
+from __future__ import annotations
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ser_models.features import FeatureSpec
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    description: str
+    corpora: tuple[str, ...]  # names, or "found" for every corpus under the data root
+    models: tuple[str, ...]  # names, "all", or "classical"/"deep" families
+    protocols: tuple[str, ...] = ("speaker_folds",)
+    seeds: tuple[int, ...] = (0,)
+    publish: bool = False  # also write the project's results/leaderboard.md
+    features: FeatureSpec = FeatureSpec()
+    corpus_options: dict = field(default_factory=dict)
+    model_params: dict = field(default_factory=dict)
+
+
+def suite_names() -> list[str]:
+    """The suites shipped with the harness."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read a shipped suite by name, or any suite file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise SuiteError(f"unknown suite {name_or_path!r}; choose from {', '.join(suite_names())} or a .toml file")
+    if not path.exists():
+        raise SuiteError(f"suite file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SuiteError(f"suite file {path} is not valid TOML: {error}") from error
+    return parse_suite(data, default_name=path.stem)
+
+
+def parse_suite(data: dict, *, default_name: str) -> Suite:
+    """Validate a suite's dictionary and build the Suite."""
+    known = {f.name for f in fields(Suite)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SuiteError(f"suite {default_name!r} has unknown keys {unknown}; allowed: {sorted(known)}")
+    for key in ("corpora", "models"):
+        if key not in data:
+            raise SuiteError(f"suite {default_name!r} must list {key!r}")
+    spec_fields = {f.name for f in fields(FeatureSpec)}
+    feature_options = data.get("features", {})
+    bad_features = sorted(set(feature_options) - spec_fields)
+    if bad_features:
+        raise SuiteError(f"unknown feature options {bad_features}; allowed: {sorted(spec_fields)}")
+    return Suite(
+        name=data.get("name", default_name),
+        description=data.get("description", ""),
+        corpora=tuple(data["corpora"]),
+        models=tuple(data["models"]),
+        protocols=tuple(data.get("protocols", ("speaker_folds",))),
+        seeds=tuple(int(s) for s in data.get("seeds", (0,))),
+        publish=bool(data.get("publish", False)),
+        features=FeatureSpec(**feature_options),
+        corpus_options=dict(data.get("corpus_options", {})),
+        model_params=dict(data.get("model_params", {})),
+    )

@@ -1,0 +1,190 @@
+"""One extraction pass per utterance: frame-level descriptors and their functionals.
+
+Every model sees the same numbers: classical models and the MLP read the
+utterance functionals, sequence models read the frame matrix, and both come
+from the same low-level descriptors (LLDs) computed here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+
+from ser_models.audio import load_audio
+
+# Bump whenever the numbers this module produces change: it invalidates the cache.
+FEATURE_CODE_VERSION = 3
+
+PERCENTILES = (1, 10, 25, 50, 75, 90, 99)
+FUNCTIONALS = ("mean", "std", "skew", "kurtosis", *(f"p{p}" for p in PERCENTILES), "range", "iqr", "slope")
+SPECTRAL_LLDS = ("centroid", "bandwidth", "flatness", "rolloff85", "flux", "zcr", "rms_db", "f0_semitones", "voicing")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that decides the feature values; its key names a cache entry."""
+
+    sample_rate: int = 16_000
+    trim_db: float | None = 30.0
+    n_fft: int = 512
+    hop_length: int = 160
+    n_mels: int = 64
+    n_mfcc: int = 20
+    n_chroma: int = 12
+    n_contrast_bands: int = 6
+    fmin_f0: float = 60.0
+    fmax_f0: float = 500.0
+    mel_functionals: bool = True
+
+    def key(self) -> str:
+        """A short stable hash of the spec and the feature-code version."""
+        payload = json.dumps({**asdict(self), "code_version": FEATURE_CODE_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def lld_names(self) -> list[str]:
+        """Names of the frame-level descriptors, in row order of the LLD matrix."""
+        mfcc = [f"mfcc{i}" for i in range(self.n_mfcc)]
+        names = [
+            *mfcc,
+            *(f"d_{n}" for n in mfcc),
+            *(f"dd_{n}" for n in mfcc),
+            *(f"chroma{i}" for i in range(self.n_chroma)),
+            *(f"contrast{i}" for i in range(self.n_contrast_bands + 1)),
+            *SPECTRAL_LLDS,
+            *(f"d_{n}" for n in SPECTRAL_LLDS),
+        ]
+        return names
+
+    def frame_names(self) -> list[str]:
+        """Columns of the frame matrix given to sequence models: log-mel, then the LLDs."""
+        return [f"logmel{i}" for i in range(self.n_mels)] + self.lld_names()
+
+    def functional_names(self) -> list[str]:
+        """Names of the utterance-level vector, in order."""
+        names = [f"{lld}__{fn}" for lld in self.lld_names() for fn in FUNCTIONALS]
+        if self.mel_functionals:
+            names += [f"logmel{i}__{fn}" for i in range(self.n_mels) for fn in ("mean", "std", "p90")]
+        names += ["duration_s", "voiced_fraction", "onset_rate"]
+        return names
+
+
+@dataclass
+class UtteranceFeatures:
+    """The output of one extraction pass."""
+
+    functionals: np.ndarray  # (n_functionals,) float32
+    frames: np.ndarray  # (n_frames, n_frame_features) float16
+
+
+def _functionals(matrix: np.ndarray) -> np.ndarray:
+    """Statistics over time for each row of `matrix` (rows = descriptors); NaN-aware, vectorised."""
+    matrix = matrix.astype(np.float64)
+    valid = np.isfinite(matrix)
+    count = valid.sum(axis=1)
+    enough = count >= 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(np.where(enough[:, None], matrix, 0.0), axis=1)
+        centred = np.where(valid, matrix - mean[:, None], 0.0)
+        m2 = (centred**2).sum(axis=1) / np.maximum(count, 1)
+        m3 = (centred**3).sum(axis=1) / np.maximum(count, 1)
+        m4 = (centred**4).sum(axis=1) / np.maximum(count, 1)
+        flat = m2 < 1e-16
+        skew = np.where(flat, 0.0, m3 / m2**1.5)
+        kurt = np.where(flat, 0.0, m4 / m2**2 - 3.0)
+        pct = np.nanpercentile(np.where(enough[:, None], matrix, 0.0), PERCENTILES, axis=1)
+        # Least-squares slope over normalised time, using valid frames only.
+        t = np.where(valid, np.arange(matrix.shape[1]) / matrix.shape[1], 0.0)
+        t_mean = t.sum(axis=1) / np.maximum(count, 1)
+        t_centred = np.where(valid, t - t_mean[:, None], 0.0)
+        t_var = (t_centred**2).sum(axis=1)
+        slope = np.where(t_var > 0, (t_centred * centred).sum(axis=1) / np.where(t_var > 0, t_var, 1.0), 0.0)
+    out = np.column_stack([mean, np.sqrt(m2), skew, kurt, *pct, pct[-1] - pct[0], pct[4] - pct[2], slope])
+    out[~enough] = 0.0
+    return out.ravel()
+
+
+def _voicing_and_f0(y: np.ndarray, spec: FeatureSpec, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame voicing strength (peak normalised autocorrelation) and F0 in semitones (NaN when unvoiced)."""
+    frame_length = 1024
+    f0 = librosa.yin(
+        y, fmin=spec.fmin_f0, fmax=spec.fmax_f0, sr=spec.sample_rate,
+        frame_length=frame_length, hop_length=spec.hop_length, center=True,
+    )
+    padded = np.pad(y, frame_length // 2)
+    framed = librosa.util.frame(padded, frame_length=frame_length, hop_length=spec.hop_length)
+    framed = framed * np.hanning(frame_length)[:, None]
+    acf = librosa.autocorrelate(framed, axis=0)
+    lo = int(spec.sample_rate / spec.fmax_f0)
+    hi = int(spec.sample_rate / spec.fmin_f0)
+    voicing = acf[lo:hi].max(axis=0) / np.maximum(acf[0], 1e-10)
+    voicing = _fit_length(np.clip(voicing, 0.0, 1.0), n_frames)
+    f0 = _fit_length(f0, n_frames)
+    semitones = 12.0 * np.log2(f0 / 27.5)
+    semitones[voicing < 0.45] = np.nan
+    return voicing, semitones
+
+
+def _fit_length(values: np.ndarray, n_frames: int) -> np.ndarray:
+    if values.shape[-1] >= n_frames:
+        return values[..., :n_frames]
+    pad = [(0, 0)] * (values.ndim - 1) + [(0, n_frames - values.shape[-1])]
+    return np.pad(values, pad, mode="edge")
+
+
+def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
+    """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`."""
+    sr, hop = spec.sample_rate, spec.hop_length
+    stft = np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop))
+    power = stft**2
+    n_frames = stft.shape[1]
+    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=spec.n_mels)
+    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=spec.n_mfcc)
+    if n_frames < 3:
+        raise ValueError("utterance shorter than three analysis frames")
+    delta_width = min(9, n_frames - (1 - n_frames % 2))
+    d_mfcc = librosa.feature.delta(mfcc, width=delta_width, mode="nearest")
+    dd_mfcc = librosa.feature.delta(mfcc, order=2, width=delta_width, mode="nearest")
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_chroma=spec.n_chroma)
+    contrast = librosa.feature.spectral_contrast(S=stft, sr=sr, n_bands=spec.n_contrast_bands, fmin=100.0)
+    centroid = librosa.feature.spectral_centroid(S=stft, sr=sr)[0]
+    bandwidth = librosa.feature.spectral_bandwidth(S=stft, sr=sr)[0]
+    flatness = librosa.feature.spectral_flatness(S=stft)[0]
+    rolloff = librosa.feature.spectral_rolloff(S=stft, sr=sr, roll_percent=0.85)[0]
+    flux = librosa.onset.onset_strength(S=log_mel, sr=sr)
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=spec.n_fft, hop_length=hop)[0]
+    rms_db = librosa.amplitude_to_db(librosa.feature.rms(S=stft, frame_length=spec.n_fft)[0], ref=1.0, amin=1e-6)
+    voicing, f0 = _voicing_and_f0(y, spec, n_frames)
+    spectral = np.vstack([
+        centroid / 1000.0, bandwidth / 1000.0, np.log10(flatness + 1e-10), rolloff / 1000.0,
+        _fit_length(flux, n_frames), _fit_length(zcr, n_frames), rms_db, f0, voicing,
+    ])
+    filled = np.where(np.isfinite(spectral), spectral, np.nanmean(spectral, axis=1, keepdims=True))
+    filled = np.nan_to_num(filled)
+    d_spectral = librosa.feature.delta(filled, width=delta_width, mode="nearest")
+    d_spectral[7, ~np.isfinite(f0)] = np.nan  # F0 deltas only where voiced
+    llds = np.vstack([mfcc, d_mfcc, dd_mfcc, chroma, contrast, spectral, d_spectral])
+
+    parts = [_functionals(llds)]
+    if spec.mel_functionals:
+        mel_stats = np.stack([log_mel.mean(axis=1), log_mel.std(axis=1), np.percentile(log_mel, 90, axis=1)], axis=1)
+        parts.append(mel_stats.ravel())
+    onsets = librosa.onset.onset_detect(onset_envelope=flux, sr=sr, hop_length=hop)
+    duration = y.size / sr
+    parts.append(np.array([duration, float(np.mean(voicing >= 0.45)), len(onsets) / max(duration, 1e-3)]))
+    functionals = np.nan_to_num(np.concatenate(parts), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    frame_llds = np.vstack([log_mel, np.nan_to_num(llds, nan=0.0)])
+    frames = np.clip(frame_llds.T, -6e4, 6e4).astype(np.float16)
+    return UtteranceFeatures(functionals=functionals, frames=frames)
+
+
+def extract_file(path: str | Path, spec: FeatureSpec) -> UtteranceFeatures:
+    """Load one audio file as the spec says and extract its features."""
+    y = load_audio(path, sample_rate=spec.sample_rate, trim_db=spec.trim_db)
+    return extract_signal(y, spec)

@@ -1,0 +1,70 @@
+"""Model registry: a name maps to a factory, its defaults, its input and its search space."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sklearn.base import ClassifierMixin
+
+Factory = Callable[..., ClassifierMixin]
+SearchSpace = Callable[[Any], dict]  # optuna.Trial -> parameters
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what it reads."""
+
+    name: str
+    factory: Factory
+    family: str  # "classical" or "deep"
+    input: str  # "functionals" (utterance vector) or "frames" (sequence)
+    description: str
+    defaults: dict = field(default_factory=dict)
+    search_space: SearchSpace | None = None
+
+    def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
+        """A fresh unfitted estimator with defaults overridden by `params`."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"model {self.name!r} has no parameters {unknown}; it takes {sorted(self.defaults)}")
+        return self.factory(seed=seed, **{**self.defaults, **params})
+
+    def resolved_params(self, overrides: dict | None = None) -> dict:
+        """Defaults merged with `overrides`: what a record stores."""
+        return {**self.defaults, **(overrides or {})}
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, *, family: str, input: str, description: str, defaults: dict, search_space: SearchSpace | None = None
+) -> Callable[[Factory], Factory]:
+    """Decorator: register `factory(seed=..., **params)` under `name`."""
+
+    def decorate(factory: Factory) -> Factory:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelSpec(name, factory, family, input, description, dict(defaults), search_space)
+        return factory
+
+    return decorate
+
+
+def model_names(family: str | None = None) -> list[str]:
+    """Registered model names in registration order, optionally of one family."""
+    return [n for n, s in _MODELS.items() if family is None or s.family == family]
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered spec of `name`; the error lists the valid names."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(_MODELS)}")
+    return _MODELS[name]
+
+
+def get_model(name: str, *, seed: int = 0, **params) -> ClassifierMixin:
+    """A fresh estimator for model `name`."""
+    return model_spec(name).build(seed=seed, **params)

@@ -1,0 +1,131 @@
+"""The harness end to end on the synthetic corpus: run, records, resume, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.leaderboard import render_leaderboard
+from bench.records import RecordStore
+from bench.runner import BenchError, RunOptions, run_suite
+from bench.suite import SuiteError, load_suite, parse_suite
+
+TINY = {
+    "name": "tiny", "description": "test suite", "corpora": ["synthetic"], "models": ["logreg", "svm"],
+    "corpus_options": {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                                     "emotions": ["angry", "neutral", "sad"]}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tiny")
+    options = RunOptions(suite=parse_suite(TINY, default_name="tiny"), results_dir=base / "results",
+                         cache_dir=base / "cache", jobs=1, progress=False)
+    return options, run_suite(options)
+
+
+def test_run_writes_records_predictions_and_leaderboard(tiny_run):
+    options, summary = tiny_run
+    records = RecordStore(summary.folder).load()
+    assert summary.trained == len(records) == 2 * 2  # 2 models x 2 folds (8 speakers)
+    for record in records:
+        assert not set(record["train_speakers"]) & set(record["test_speakers"])
+        assert record["n_test"] == sum(map(sum, record["confusion"]))
+        predictions = RecordStore(summary.folder).load_predictions(record["config_hash"])
+        assert len(predictions) == record["n_test"]
+        assert set(predictions["speaker"]) == set(record["test_speakers"])
+        recomputed = (predictions["true"] == predictions["predicted"]).mean()
+        assert recomputed == pytest.approx(record["accuracy"])
+        assert predictions.filter(like="p_").sum(axis=1).round(5).eq(1).all()
+    text = summary.leaderboard.read_text()
+    assert "## synthetic — speaker_folds" in text and "logreg" in text and "svm" in text
+
+
+def test_rerun_skips_recorded_folds(tiny_run):
+    options, first = tiny_run
+    again = run_suite(options)
+    assert again.trained == 0 and again.reused == first.trained
+
+
+def test_interrupted_run_redoes_only_the_missing_fold(tiny_run, tmp_path):
+    options, first = tiny_run
+    results = tmp_path / "results"
+    shutil.copytree(options.results_dir, results)
+    records_path = results / "tiny" / "records.jsonl"
+    lines = records_path.read_text().splitlines()
+    records_path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # cut mid-line
+    options_copy = RunOptions(**{**options.__dict__, "results_dir": results})
+    resumed = run_suite(options_copy)
+    assert resumed.trained == 1
+    before = {json.loads(line)["config_hash"]: json.loads(line)["uar"] for line in lines}
+    after = {r["config_hash"]: r["uar"] for r in RecordStore(results / "tiny").load()}
+    assert after == before  # same folds, same numbers: classical models are deterministic
+
+
+def test_report_rebuilds_the_same_leaderboard_from_records(tiny_run):
+    options, summary = tiny_run
+    markdown, _ = render_leaderboard(RecordStore(summary.folder).load(), options.suite)
+    assert markdown == summary.leaderboard.read_text()
+
+
+def test_smoke_suite_is_learnable_but_not_trivial(tmp_path):
+    """The embedded corpus: baselines well above chance (0.2) under speaker folds, nobody perfect."""
+    options = RunOptions(suite=load_suite("smoke"), models=("logreg", "random_forest"), results_dir=tmp_path / "r",
+                         cache_dir=tmp_path / "c", jobs=2, progress=False)
+    summary = run_suite(options)
+    frame = pd.DataFrame(RecordStore(summary.folder).load())
+    assert frame["fold"].nunique() == 3
+    uar = frame.groupby("model")["uar"].mean()
+    assert (uar > 0.45).all(), uar
+    assert (uar < 0.95).all(), uar
+
+
+def test_found_corpora_need_a_data_root(tmp_path):
+    with pytest.raises(BenchError, match="--data-root"):
+        run_suite(RunOptions(suite=load_suite("quick"), results_dir=tmp_path, cache_dir=tmp_path))
+
+
+def test_empty_data_root_is_an_error_not_an_empty_leaderboard(tmp_path):
+    with pytest.raises(BenchError, match="no corpus found"):
+        run_suite(RunOptions(suite=load_suite("quick"), data_root=tmp_path, results_dir=tmp_path, cache_dir=tmp_path))
+
+
+def test_suite_errors_are_clear(tmp_path):
+    with pytest.raises(SuiteError, match="smoke"):
+        load_suite("nonesuch")
+    with pytest.raises(SuiteError, match="unknown keys"):
+        parse_suite({**TINY, "modles": []}, default_name="x")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("corpora = [")
+    with pytest.raises(SuiteError, match="not valid TOML"):
+        load_suite(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--model", "perceptron"], "unknown model 'perceptron'; choose from"),
+        (["run", "--suite", "quick", "--data-root", "/no/such/dir"], "does not exist"),
+        (["run", "--corpus", "ravdess"], "needs a data root"),
+        (["report", "--suite", "quick", "--results-dir", "/no/such/dir"], "no records"),
+    ],
+)
+def test_cli_user_errors_are_one_line(argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("SER_DATA", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_lists(capsys):
+    assert main(["list", "models"]) == 0
+    assert "xgboost" in capsys.readouterr().out
+    assert main(["list", "corpora"]) == 0
+    assert "Actor_NN" in capsys.readouterr().out
+    assert main(["list", "suites"]) == 0
+    assert "full" in capsys.readouterr().out
