@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,14 +20,33 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
     """Accuracy, UAR (balanced accuracy), macro/weighted F1, macro precision/recall, per-class F1, confusion."""
     labels = list(labels)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    with warnings.catch_warnings():  # a test fold may lack some classes: recall is over the classes present
+        warnings.simplefilter("ignore", UserWarning)
+        return _metrics(y_true, y_pred, labels)
+
+
+def uar_from_confusion(confusion: np.ndarray) -> float:
+    """Unweighted average recall over the classes present (rows with any sample) of a confusion matrix."""
+    confusion = np.asarray(confusion, dtype=float)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    return float(np.mean(np.diag(confusion)[present] / support[present]))
+
+
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    # Macro scores average over the classes that occur (in truth or prediction) in this fold,
+    # so a fold without, say, 'angry' speakers is not charged a zero F1 for it.
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    present = set(y_true)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "uar": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "macro_precision": float(precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "macro_recall": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "per_class_f1": {label: float(v) for label, v in zip(labels, per_class, strict=True)},
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "macro_precision": float(precision_score(y_true, y_pred, average="macro", zero_division=0)),
+        "macro_recall": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
+        # None: the class has no test utterance in this fold (F1 undefined, not zero).
+        "per_class_f1": {label: float(v) if label in present else None
+                         for label, v in zip(labels, per_class, strict=True)},
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }

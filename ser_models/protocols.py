@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
 
 class SpeakerLeakError(AssertionError):
@@ -55,19 +57,26 @@ def default_fold_count(n_speakers: int, speakers_per_fold: int = 4) -> int:
 def leave_speakers_out(
     manifest: pd.DataFrame, *, n_folds: int | None = None, seed: int = 0, speakers_per_fold: int = 4
 ) -> list[Fold]:
-    """K speaker-disjoint folds, genders spread evenly over the folds, shuffled by `seed`."""
-    speakers = (
-        manifest[["speaker", "gender"]].drop_duplicates("speaker").sort_values("speaker").reset_index(drop=True)
-    )
-    n_folds = n_folds or default_fold_count(len(speakers), speakers_per_fold)
-    if not 2 <= n_folds <= len(speakers):
-        raise ProtocolError(f"cannot make {n_folds} speaker folds from {len(speakers)} speakers")
-    rng = np.random.default_rng(seed)
-    order = speakers.assign(draw=rng.random(len(speakers))).sort_values(["gender", "draw"])["speaker"]
-    buckets: list[list[str]] = [[] for _ in range(n_folds)]
-    for position, speaker in enumerate(order):
-        buckets[position % n_folds].append(speaker)
-    return [Fold(index=i, test_speakers=tuple(sorted(b))) for i, b in enumerate(buckets)]
+    """K speaker-disjoint folds, balanced in emotion and gender, shuffled by `seed`.
+
+    Speakers are whole groups (StratifiedGroupKFold on the joint emotion/gender
+    label), so each fold gets a similar class mix even in corpora whose speakers
+    each cover only some emotions.
+    """
+    n_speakers = manifest["speaker"].nunique()
+    n_folds = n_folds or default_fold_count(n_speakers, speakers_per_fold)
+    if not 2 <= n_folds <= n_speakers:
+        raise ProtocolError(f"cannot make {n_folds} speaker folds from {n_speakers} speakers")
+    strata = manifest["emotion"].astype(str) + "/" + manifest["gender"].astype(str)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    speakers = manifest["speaker"].to_numpy()
+    with warnings.catch_warnings():  # "least populated class" warnings are expected for small strata
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(np.zeros(len(manifest)), strata, groups=speakers))
+    folds = [Fold(index=i, test_speakers=tuple(sorted(set(speakers[test])))) for i, (_, test) in enumerate(splits)]
+    if any(not f.test_speakers for f in folds):
+        raise ProtocolError(f"could not spread {n_speakers} speakers over {n_folds} folds")
+    return folds
 
 
 # EmoBox (Ma et al., 2024, arXiv 2406.07162), RAVDESS speech: the test actors of each fold.

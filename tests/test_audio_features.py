@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone, write_tone
+
 from ser_models.audio import AudioError, load_audio
 from ser_models.features import FeatureSpec, extract_file, extract_signal
 

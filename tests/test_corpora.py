@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_tone
+
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, load_corpus, validate_manifest
 
 

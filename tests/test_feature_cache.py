@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import write_tone
+
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import FeatureCache, content_hash, extract_features
 from ser_models.features import FeatureSpec
