@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
-from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite
+from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, select_device
 from bench.suite import SuiteError, load_suite, suite_names
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
 from ser_models.models import model_names, model_spec
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="forget this suite's records and start over")
     run.add_argument("--results-dir", type=Path, default=Path("results"), help="where records and leaderboards go")
     run.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: $SER_BENCH_CACHE)")
+    run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                     help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
     listing = commands.add_parser("list", help="list corpora, models or suites")
     listing.add_argument("what", choices=["corpora", "models", "suites"])
@@ -63,6 +65,7 @@ def _list(what: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    select_device(args.device)
     suite = load_suite(args.suite)
     data_root = args.data_root or (Path(os.environ["SER_DATA"]) if os.environ.get("SER_DATA") else None)
     options = RunOptions(

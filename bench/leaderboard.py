@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from bench.plots import learning_curves
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
 from ser_models.metrics import uar_from_confusion
@@ -63,7 +64,7 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
     return tabulate(rows, headers=["model", *labels], tablefmt="github")
 
 
-def corpus_section(corpus: str, protocol: str, group: pd.DataFrame) -> str:
+def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links: list[str] = ()) -> str:
     """Markdown for one corpus and protocol: ranking, per-class F1 of the top models, dataset facts."""
     table = _model_table(group)
     rows = [
@@ -74,17 +75,26 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame) -> str:
     headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "accuracy", "macro-F1", "weighted F1",
                "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
-    return "\n\n".join([
+    parts = [
         f"## {corpus} — {protocol}",
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
         f"Per-class F1 of the top {len(top)} models (mean over folds):",
         _per_class_table(group, top),
         _dataset_facts(group),
-    ])
+    ]
+    if figure_links:
+        parts.append("Learning curves: " + ", ".join(figure_links) + ".")
+    return "\n\n".join(parts)
 
 
-def render_leaderboard(records: list[dict], suite: Suite) -> tuple[str, dict[str, tuple[str, float]]]:
-    """The whole leaderboard markdown and the best model per corpus/protocol."""
+def render_leaderboard(
+    records: list[dict], suite: Suite, figures: dict | None = None, link_base: Path | None = None
+) -> tuple[str, dict[str, tuple[str, float]]]:
+    """The whole leaderboard markdown and the best model per corpus/protocol.
+
+    `figures` maps (corpus, protocol, model) to a PNG; links are written relative to `link_base`.
+    """
+    figures = figures or {}
     header = [
         f"# ser-bench leaderboard: `{suite.name}` suite",
         suite.description,
@@ -99,7 +109,11 @@ def render_leaderboard(records: list[dict], suite: Suite) -> tuple[str, dict[str
     frame = records_frame(records)
     sections, best = [], {}
     for (corpus, protocol), group in frame.groupby(["corpus", "protocol"], sort=True):
-        sections.append(corpus_section(corpus, protocol, group))
+        links = [
+            f"[{model}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
+            for (c, p, model), path in sorted(figures.items()) if (c, p) == (corpus, protocol)
+        ]
+        sections.append(corpus_section(corpus, protocol, group, links))
         table = _model_table(group)
         best[f"{corpus}/{protocol}"] = (table.index[0], float(table.iloc[0]["uar_mean"]))
     return "\n\n".join([*header, *sections]) + "\n", best
@@ -107,9 +121,12 @@ def render_leaderboard(records: list[dict], suite: Suite) -> tuple[str, dict[str
 
 def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | None = None) -> dict:
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
-    markdown, best = render_leaderboard(store.load(), suite)
+    records = store.load()
+    figures = learning_curves(records_frame(records), store.folder / "figures") if records else {}
+    markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder)
     path = store.folder / "leaderboard.md"
     atomic_write_bytes(path, markdown.encode())
     if publish_to is not None:
-        atomic_write_bytes(Path(publish_to) / "leaderboard.md", markdown.encode())
+        published, _ = render_leaderboard(records, suite, figures, link_base=Path(publish_to))
+        atomic_write_bytes(Path(publish_to) / "leaderboard.md", published.encode())
     return {"leaderboard": path, "best": best}

@@ -21,13 +21,31 @@ from ser_models.corpora import corpus_info, corpus_names, load_corpus
 from ser_models.feature_cache import FeatureSet, extract_features
 from ser_models.metrics import classification_metrics
 from ser_models.models import model_names, model_spec
-from ser_models.protocols import Fold, ProtocolError, make_folds
+from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
+from ser_models.protocols import Fold, ProtocolError, SpeakerLeakError, assert_speaker_disjoint, make_folds
 
 log = logging.getLogger(__name__)
 
 
 class BenchError(RuntimeError):
     """A run that cannot go ahead; the message says what to change."""
+
+
+def select_device(device: str) -> None:
+    """Point JAX (in this process and the worker processes it starts) at the CPU or a GPU."""
+    if device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    elif device == "gpu":
+        os.environ["JAX_PLATFORMS"] = "cuda"
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several worker processes share the GPU
+        import jax
+
+        try:
+            jax.devices("gpu")
+        except RuntimeError as error:
+            raise BenchError(
+                "--device gpu: JAX sees no GPU; install the CUDA build with `pip install -e .[gpu]`"
+            ) from error
 
 
 def default_cache_dir() -> Path:
@@ -109,11 +127,12 @@ def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Pat
     return data_root / info.folder
 
 
-def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, x_test) -> dict:
+def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test) -> dict:
     """Train one model on one fold's training rows and predict its test rows."""
-    estimator = model_spec(model).build(seed=seed, **params)
+    spec = model_spec(model)
+    estimator = spec.build(seed=seed, **params)
     start = time.perf_counter()
-    estimator.fit(x_train, y_train)
+    estimator.fit(x_train, y_train, **({"groups": groups_train} if spec.fit_groups else {}))
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     predicted = estimator.predict(x_test)
@@ -121,7 +140,9 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, x_tes
     predict_seconds = time.perf_counter() - start
     return {"predicted": np.asarray(predicted), "probabilities": probabilities,
             "classes": [str(c) for c in estimator.classes_],
-            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+            "validation_speakers": list(getattr(estimator, "validation_speakers_", [])),
+            "curves": getattr(estimator, "history_", None)}
 
 
 @dataclass
@@ -137,10 +158,50 @@ class Job:
     test: np.ndarray
 
 
-def _model_input(features: FeatureSet, model: str):
-    if model_spec(model).input == "functionals":
-        return features.functionals
-    raise BenchError(f"model {model!r} reads {model_spec(model).input!r}, which this runner does not provide")
+# Each input kind: how to build it from a FeatureSet, and how to stack row blocks of it.
+MODEL_INPUTS = {
+    "functionals": lambda features: features.functionals,
+    "frames": lambda features: pad_frames(features.frames, DEFAULT_MAX_FRAMES),
+}
+STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate}
+
+
+class ModelInputs:
+    """Model inputs of one corpus, built once per kind, plus aligned augmented copies."""
+
+    def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = ()):
+        self.features = features
+        self.sets = [features, *augmented]
+        # Row of each original utterance in each set (-1 where its augmented copy failed).
+        self.positions = [
+            pd.Series(np.arange(len(s.manifest)), index=s.manifest["path"]).reindex(features.manifest["path"])
+            .fillna(-1).astype(int).to_numpy()
+            for s in self.sets
+        ]
+        self._built: dict[tuple[str, int], object] = {}
+
+    def _input(self, kind: str, index: int):
+        if (kind, index) not in self._built:
+            self._built[(kind, index)] = MODEL_INPUTS[kind](self.sets[index])
+        return self._built[(kind, index)]
+
+    def test_set(self, model: str, test: np.ndarray):
+        """Original (never augmented) inputs of the test rows."""
+        return self._input(model_spec(model).input, 0)[test]
+
+    def training_set(self, model: str, train: np.ndarray):
+        """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
+        kind = model_spec(model).input
+        blocks, sources = [], []
+        for index, positions in enumerate(self.positions):
+            rows = positions[train]
+            keep = rows >= 0
+            blocks.append(self._input(kind, index)[rows[keep]])
+            sources.append(train[keep])
+        source = np.concatenate(sources)
+        manifest = self.features.manifest
+        x = STACK_INPUTS[kind](blocks) if len(blocks) > 1 else blocks[0]
+        return x, manifest["emotion"].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
 
 
 def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: list[str], done: set[str]):
@@ -155,14 +216,18 @@ def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: l
             except ProtocolError as error:
                 log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
                 break
+            allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
             for model in models:
-                params = model_spec(model).resolved_params(suite.model_params.get(model))
+                if model not in allowed:
+                    continue
+                params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
                 for fold in folds:
                     key = config_hash({
                         "corpus": corpus, "corpus_options": suite.corpus_options.get(corpus, {}),
                         "protocol": protocol, "fold": fold.index, "test_speakers": fold.test_speakers,
                         "model": model, "params": params, "seed": seed, "features": suite.features.key(),
                         "data": features.fingerprint(), "labels": labels,
+                        **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
                     })
                     if key in done:
                         reused += 1
@@ -186,6 +251,10 @@ def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, 
         predictions[f"p_{label}"] = probabilities[:, column]
     train_speakers = sorted(manifest["speaker"].iloc[job.train].unique())
     test_speakers = sorted(manifest["speaker"].iloc[job.test].unique())
+    assert_speaker_disjoint(train_speakers, test_speakers)
+    assert_speaker_disjoint(outcome["validation_speakers"], test_speakers)
+    if not set(outcome["validation_speakers"]) <= set(train_speakers):
+        raise SpeakerLeakError("validation speakers must come from the training fold")
     record = {
         "suite": options.suite.name, "corpus": job.corpus, "protocol": job.protocol, "model": job.model,
         "family": model_spec(job.model).family, "fold": job.fold.index, "seed": job.seed,
@@ -193,8 +262,10 @@ def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, 
         **classification_metrics(y_test, outcome["predicted"], labels),
         "n_train": int(len(job.train)), "n_test": int(len(job.test)),
         "train_speakers": train_speakers, "test_speakers": test_speakers,
+        "validation_speakers": outcome["validation_speakers"], "curves": outcome["curves"],
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
         "params": job.params, "features": asdict(options.suite.features) | {"key": options.suite.features.key()},
+        "augment": [asdict(a) for a in options.suite.augment],
         "data_fingerprint": features.fingerprint(), "versions": package_versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -212,6 +283,23 @@ def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
     if features.manifest.empty:
         raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
     return features
+
+
+def _augmented_features(options: RunOptions, features: FeatureSet) -> list[FeatureSet]:
+    return [
+        extract_features(features.manifest, options.suite.features, cache_dir=options.cache_dir,
+                         n_jobs=options.jobs, progress=options.progress, augmentation=augmentation)
+        for augmentation in options.suite.augment
+    ]
+
+
+def _job_data(inputs: ModelInputs, job: Job) -> tuple:
+    """Arguments of fit_and_predict after the seed; asserts no test utterance (or copy) is trained on."""
+    x_train, y_train, groups_train, source = inputs.training_set(job.model, job.train)
+    if np.isin(source, job.test).any():
+        raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
+    assert_speaker_disjoint(groups_train, inputs.features.manifest["speaker"].to_numpy()[job.test])
+    return x_train, y_train, groups_train, inputs.test_set(job.model, job.test)
 
 
 def _write_skipped(folder: Path, rows: list[dict]) -> None:
@@ -240,14 +328,8 @@ def run_suite(options: RunOptions) -> RunSummary:
         jobs, reused_here = _plan_jobs(options, corpus, features, models, done)
         reused += reused_here
         labels = sorted(features.manifest["emotion"].unique())
-        y = features.manifest["emotion"].to_numpy()
-        calls = (
-            delayed(fit_and_predict)(
-                job.model, job.params, job.seed,
-                _model_input(features, job.model)[job.train], y[job.train], _model_input(features, job.model)[job.test],
-            )
-            for job in jobs
-        )
+        inputs = ModelInputs(features, _augmented_features(options, features) if jobs else [])
+        calls = (delayed(fit_and_predict)(job.model, job.params, job.seed, *_job_data(inputs, job)) for job in jobs)
         outcomes = Parallel(n_jobs=options.jobs, return_as="generator")(calls)
         bar = tqdm(total=len(jobs), desc=f"{corpus} folds", unit="fit",
                    disable=None if options.progress is None else not options.progress)

@@ -9,6 +9,7 @@ except ModuleNotFoundError:  # Python 3.10
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ser_models.augment import Augmentation
 from ser_models.features import FeatureSpec
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -29,9 +30,20 @@ class Suite:
     protocols: tuple[str, ...] = ("speaker_folds",)
     seeds: tuple[int, ...] = (0,)
     publish: bool = False  # also write the project's results/leaderboard.md
+    budget: float = 1.0  # scales each model's budget parameters (deep models: epochs, patience)
     features: FeatureSpec = FeatureSpec()
     corpus_options: dict = field(default_factory=dict)
     model_params: dict = field(default_factory=dict)
+    protocol_models: dict = field(default_factory=dict)  # protocol -> models run under it (default: all)
+    augment: tuple[Augmentation, ...] = ()  # augmented copies added to training folds only
+
+
+def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
+    try:
+        return tuple(Augmentation(**item) for item in items)
+    except (TypeError, ValueError) as error:
+        example = '{kind = "noise", amount = 20}'
+        raise SuiteError(f"suite {suite!r}: bad augment entry ({error}); write e.g. {example}") from error
 
 
 def suite_names() -> list[str]:
@@ -77,7 +89,10 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         protocols=tuple(data.get("protocols", ("speaker_folds",))),
         seeds=tuple(int(s) for s in data.get("seeds", (0,))),
         publish=bool(data.get("publish", False)),
+        budget=float(data.get("budget", 1.0)),
         features=FeatureSpec(**feature_options),
         corpus_options=dict(data.get("corpus_options", {})),
         model_params=dict(data.get("model_params", {})),
+        protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
+        augment=_augmentations(data.get("augment", []), default_name),
     )

@@ -15,6 +15,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from ser_models.augment import Augmentation
 from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,11 @@ def content_hash(path: str | Path) -> str:
 class FeatureCache:
     """One .npz per (audio content, feature spec); writes are atomic, damaged entries recomputed."""
 
-    def __init__(self, root: str | Path, spec: FeatureSpec):
+    def __init__(self, root: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None):
         self.root = Path(root)
         self.spec = spec
-        self.folder = self.root / f"features-{spec.key()}"
+        suffix = f"-aug-{augmentation.key()}" if augmentation else ""
+        self.folder = self.root / f"features-{spec.key()}{suffix}"
 
     def entry(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npz"
@@ -89,9 +91,9 @@ class FeatureSet:
         return hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()[:16]
 
 
-def _extract_and_store(path: str, key: str, cache: FeatureCache | None, spec: FeatureSpec):
+def _extract_and_store(path: str, key: str, cache: FeatureCache | None, spec: FeatureSpec, augmentation):
     try:
-        features = extract_file(path, spec)
+        features = extract_file(path, spec, augmentation)
     except Exception as error:  # noqa: BLE001  -- one bad file must never sink a run
         return None, f"{type(error).__name__}: {error}"
     if cache is not None:
@@ -106,12 +108,13 @@ def extract_features(
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
     progress: bool | None = None,
+    augmentation: Augmentation | None = None,
 ) -> FeatureSet:
-    """Extract (or read from the cache) the features of every file in `manifest`.
+    """Extract (or read from the cache) the features of every file in `manifest`, optionally augmented.
 
     Files that cannot be read or analysed are left out and listed in `skipped`.
     """
-    cache = FeatureCache(cache_dir, spec) if cache_dir is not None else None
+    cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
     paths = manifest["path"].tolist()
     keys = [content_hash(p) for p in paths]
     results: list[UtteranceFeatures | None] = [cache.load(k) if cache else None for k in keys]
@@ -119,11 +122,11 @@ def extract_features(
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
         disable = None if progress is None else not progress
-        jobs = (delayed(_extract_and_store)(paths[i], keys[i], cache, spec) for i in todo)
+        jobs = (delayed(_extract_and_store)(paths[i], keys[i], cache, spec, augmentation) for i in todo)
         runner = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)
-        for i, (features, reason) in zip(
-            todo, tqdm(runner(jobs), total=len(todo), desc="features", unit="file", disable=disable), strict=True
-        ):
+        label = f"features ({augmentation.kind})" if augmentation else "features"
+        bar = tqdm(runner(jobs), total=len(todo), desc=label, unit="file", disable=disable)
+        for i, (features, reason) in zip(todo, bar, strict=True):
             results[i] = features
             if reason:
                 reasons[i] = reason

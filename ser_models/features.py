@@ -16,6 +16,7 @@ import librosa
 import numpy as np
 
 from ser_models.audio import load_audio
+from ser_models.augment import Augmentation
 
 # Bump whenever the numbers this module produces change: it invalidates the cache.
 FEATURE_CODE_VERSION = 3
@@ -184,7 +185,9 @@ def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
     return UtteranceFeatures(functionals=functionals, frames=frames)
 
 
-def extract_file(path: str | Path, spec: FeatureSpec) -> UtteranceFeatures:
-    """Load one audio file as the spec says and extract its features."""
+def extract_file(path: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None) -> UtteranceFeatures:
+    """Load one audio file as the spec says, optionally augment it, and extract its features."""
     y = load_audio(path, sample_rate=spec.sample_rate, trim_db=spec.trim_db)
+    if augmentation is not None:
+        y = augmentation.apply(y, spec.sample_rate)
     return extract_signal(y, spec)

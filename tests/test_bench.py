@@ -13,6 +13,7 @@ from bench.leaderboard import render_leaderboard
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, run_suite
 from bench.suite import SuiteError, load_suite, parse_suite
+from ser_models.models import model_spec
 
 TINY = {
     "name": "tiny", "description": "test suite", "corpora": ["synthetic"], "models": ["logreg", "svm"],
@@ -129,3 +130,67 @@ def test_cli_lists(capsys):
     assert "Actor_NN" in capsys.readouterr().out
     assert main(["list", "suites"]) == 0
     assert "full" in capsys.readouterr().out
+
+
+def test_deep_models_run_through_the_harness_with_honest_validation(tmp_path):
+    suite = parse_suite({**TINY, "models": ["mlp", "cnn"], "budget": 0.1,
+                         "protocol_models": {"speaker_folds": ["all"]}}, default_name="tinydeep")
+    options = RunOptions(suite=suite, results_dir=tmp_path / "r", cache_dir=tmp_path / "c", progress=False)
+    summary = run_suite(options)
+    records = RecordStore(summary.folder).load()
+    assert {r["model"] for r in records} == {"mlp", "cnn"}
+    for record in records:
+        assert record["params"]["epochs"] == max(1, round(model_spec(record["model"]).defaults["epochs"] * 0.1))
+        assert record["validation_speakers"]
+        assert set(record["validation_speakers"]) <= set(record["train_speakers"])
+        assert not set(record["validation_speakers"]) & set(record["test_speakers"])
+        assert len(record["curves"]["loss"]) >= 1
+    figures = sorted(p.name for p in (summary.folder / "figures").glob("*.png"))
+    assert figures == ["curves-synthetic-speaker_folds-cnn.png", "curves-synthetic-speaker_folds-mlp.png"]
+    assert "(figures/curves-synthetic-speaker_folds-cnn.png)" in summary.leaderboard.read_text()
+
+
+def test_protocol_models_restrict_a_protocol(tmp_path):
+    suite = parse_suite({**TINY, "models": ["logreg"], "protocol_models": {"speaker_folds": ["svm"]}},
+                        default_name="restricted")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
+    assert summary.trained == 0
+
+
+def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
+    """Instrument every job's training set: its source rows never include a test-fold utterance."""
+    from bench import runner
+
+    seen = []
+    original = runner._job_data
+
+    def spy(inputs, job):
+        x_train, y_train, groups, source = inputs.training_set(job.model, job.train)
+        seen.append((job, source, len(y_train)))
+        return original(inputs, job)
+
+    monkeypatch.setattr(runner, "_job_data", spy)
+    suite = parse_suite({**TINY, "models": ["logreg"], "augment": [{"kind": "noise", "amount": 15},
+                                                                   {"kind": "lowpass", "amount": 2000}]},
+                        default_name="augmented")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
+    assert summary.trained == 2 and len(seen) == 2
+    for job, source, n_rows in seen:
+        assert n_rows == 3 * len(job.train)  # original + two augmented copies of each training utterance
+        assert set(source) == set(job.train)
+        assert not set(source) & set(job.test)
+    records = RecordStore(summary.folder).load()
+    assert [a["kind"] for a in records[0]["augment"]] == ["noise", "lowpass"]
+    assert len(list((tmp_path / "c").glob("features-*-aug-*"))) == 2
+
+
+def test_bad_augmentation_is_a_suite_error():
+    with pytest.raises(SuiteError, match="unknown augmentation 'reverb'"):
+        parse_suite({**TINY, "augment": [{"kind": "reverb", "amount": 1}]}, default_name="x")
+
+
+def test_gpu_without_a_gpu_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # restored after the test
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    assert main(["run", "--device", "gpu", "--model", "logreg"]) == 2
+    assert "JAX sees no GPU" in capsys.readouterr().err

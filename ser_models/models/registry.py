@@ -23,6 +23,8 @@ class ModelSpec:
     description: str
     defaults: dict = field(default_factory=dict)
     search_space: SearchSpace | None = None
+    fit_groups: bool = False  # fit(X, y, groups=speakers): it splits off validation speakers itself
+    budget_params: tuple[str, ...] = ()  # integer parameters a suite's budget factor scales (e.g. epochs)
 
     def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
         """A fresh unfitted estimator with defaults overridden by `params`."""
@@ -31,23 +33,27 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r} has no parameters {unknown}; it takes {sorted(self.defaults)}")
         return self.factory(seed=seed, **{**self.defaults, **params})
 
-    def resolved_params(self, overrides: dict | None = None) -> dict:
-        """Defaults merged with `overrides`: what a record stores."""
-        return {**self.defaults, **(overrides or {})}
+    def resolved_params(self, overrides: dict | None = None, budget: float = 1.0) -> dict:
+        """Defaults scaled by `budget`, then `overrides`: exactly what a record stores."""
+        scaled = {k: max(1, round(v * budget)) for k, v in self.defaults.items() if k in self.budget_params}
+        return {**self.defaults, **scaled, **(overrides or {})}
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, family: str, input: str, description: str, defaults: dict, search_space: SearchSpace | None = None
+    name: str, *, family: str, input: str, description: str, defaults: dict,
+    search_space: SearchSpace | None = None, fit_groups: bool = False, budget_params: tuple[str, ...] = (),
 ) -> Callable[[Factory], Factory]:
     """Decorator: register `factory(seed=..., **params)` under `name`."""
 
     def decorate(factory: Factory) -> Factory:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelSpec(name, factory, family, input, description, dict(defaults), search_space)
+        _MODELS[name] = ModelSpec(
+            name, factory, family, input, description, dict(defaults), search_space, fit_groups, budget_params
+        )
         return factory
 
     return decorate

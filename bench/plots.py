@@ -1,0 +1,38 @@
+"""Figures drawn from stored records only (matplotlib, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, str], Path]:
+    """One PNG per (corpus, protocol, model) that kept per-epoch curves: training and validation loss per fold."""
+    if "curves" not in frame.columns:
+        return {}
+    figures = {}
+    with_curves = frame[frame["curves"].apply(lambda c: isinstance(c, dict) and bool(c.get("loss")))]
+    for (corpus, protocol, model), group in with_curves.groupby(["corpus", "protocol", "model"], sort=True):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+        for _, row in group.sort_values(["seed", "fold"]).iterrows():
+            curves = row["curves"]
+            label = f"fold {row['fold']}"
+            axes[0].plot(curves["loss"], lw=1, label=label)
+            if curves.get("val_loss"):
+                axes[1].plot(curves["val_loss"], lw=1, label=label)
+        axes[0].set_title(f"{model} on {corpus}: training loss")
+        axes[1].set_title("validation loss (held-out training speakers)")
+        for axis in axes:
+            axis.set_xlabel("epoch")
+        axes[1].legend(fontsize=6, ncol=2)
+        path = folder / f"curves-{corpus}-{protocol}-{model}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80, metadata={"Software": None})
+        plt.close(fig)
+        figures[(corpus, protocol, model)] = path
+    return figures

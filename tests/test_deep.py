@@ -1,0 +1,99 @@
+"""Deep models: scikit-learn API, honest early stopping, training-only augmentation, determinism."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from ser_models.models import get_model, model_names, model_spec
+from ser_models.models.deep import DeepClassifier
+from ser_models.models.frames import pad_frames
+
+N = 72
+LABELS = np.array(["angry", "neutral", "sad"])[np.arange(N) % 3]
+SPEAKERS = np.array([f"toy:{i % 12:02d}" for i in range(N)])
+
+
+def toy_frames(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frames = [(rng.normal(size=(40 + i % 17, 161)) + (i % 3) * 0.8).astype(np.float16) for i in range(N)]
+    return pad_frames(frames, max_frames=64)
+
+
+def toy_vectors(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(N, 20)) + (np.arange(N) % 3)[:, None] * 0.8
+
+
+SMALL = {"epochs": 2, "width": 8, "batch_size": 16}
+
+
+def test_every_deep_architecture_is_registered():
+    assert set(model_names("deep")) == {"mlp", "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer"}
+    assert model_spec("mlp").input == "functionals" and model_spec("lstm").input == "frames"
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer"])
+def test_probabilities_follow_classes(name):
+    x = toy_vectors() if name == "mlp" else toy_frames()
+    model = get_model(name, seed=0, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
+    proba = model.predict_proba(x[60:])
+    assert list(model.classes_) == ["angry", "neutral", "sad"]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(x[60:]), model.classes_[proba.argmax(axis=1)])
+
+
+def test_validation_speakers_come_from_training_speakers_only():
+    train = np.flatnonzero(~np.isin(SPEAKERS, ["toy:00", "toy:01"]))
+    model = get_model("cnn", seed=3, **SMALL).fit(toy_frames()[train], LABELS[train], groups=SPEAKERS[train])
+    assert model.validation_speakers_  # early stopping did use held-out speakers
+    assert set(model.validation_speakers_) <= set(SPEAKERS[train])
+    assert not set(model.validation_speakers_) & {"toy:00", "toy:01"}
+
+
+def test_scaler_statistics_come_from_training_rows_only():
+    x = toy_vectors()
+    model = get_model("mlp", seed=0, **SMALL, validation_speakers=0.0).fit(x[:36], LABELS[:36])
+    np.testing.assert_allclose(model.mean_, x[:36].mean(axis=0), rtol=1e-5)
+
+
+def test_augmentation_never_sees_test_rows(monkeypatch):
+    seen_lengths: list[int] = []
+    original = DeepClassifier._augment
+
+    def spy(self, arrays, rng):
+        seen_lengths.extend(arrays[1].sum(axis=1).astype(int).tolist())
+        return original(self, arrays, rng)
+
+    monkeypatch.setattr(DeepClassifier, "_augment", spy)
+    frames = toy_frames()
+    test_rows = np.flatnonzero(frames.lengths == 56)  # a length only these rows have
+    train_rows = np.setdiff1d(np.arange(N), test_rows)
+    model = get_model("cnn", seed=0, **SMALL).fit(frames[train_rows], LABELS[train_rows],
+                                                  groups=SPEAKERS[train_rows])
+    model.predict_proba(frames[test_rows])
+    assert seen_lengths and 56 not in seen_lengths
+
+
+def test_same_seed_same_predictions_on_cpu():
+    x = toy_frames()
+    a = get_model("gru", seed=5, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+    b = get_model("gru", seed=5, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_saved_and_loaded_model_predicts_the_same(tmp_path):
+    x = toy_frames()
+    model = get_model("cnn2d", seed=0, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(model))
+    loaded = pickle.loads(path.read_bytes())
+    np.testing.assert_allclose(loaded.predict_proba(x[60:]), model.predict_proba(x[60:]), atol=1e-6)
+
+
+def test_learning_curves_are_kept():
+    model = get_model("mlp", seed=0, **SMALL).fit(toy_vectors(), LABELS, groups=SPEAKERS)
+    assert len(model.history_["loss"]) == model.epochs_trained_ == 2
+    assert len(model.history_["val_loss"]) == 2
