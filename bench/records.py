@@ -54,6 +54,7 @@ class RecordStore:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.records_path = self.folder / "records.jsonl"
+        self.superseded_path = self.folder / "records.superseded.jsonl"
         self.predictions_dir = self.folder / "predictions"
 
     def load(self) -> list[dict]:
@@ -96,6 +97,23 @@ class RecordStore:
             stream.write(line.encode())
             stream.flush()
             os.fsync(stream.fileno())
+
+    def supersede(self, planned: dict[tuple, str]) -> int:
+        """Move out records whose (corpus, protocol, model, fold, seed) is now planned with another config.
+
+        The table then holds one row per identity, always of the current configuration; the old
+        rows stay auditable in records.superseded.jsonl.
+        """
+        keep, old = [], []
+        for record in self.load():
+            identity = (record["corpus"], record["protocol"], record["model"], record["fold"], record["seed"])
+            stale = identity in planned and planned[identity] != record["config_hash"]
+            (old if stale else keep).append(record)
+        if old:
+            with open(self.superseded_path, "a") as stream:
+                stream.writelines(json.dumps(r, sort_keys=True) + "\n" for r in old)
+            atomic_write_bytes(self.records_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep).encode())
+        return len(old)
 
     def load_predictions(self, key: str) -> pd.DataFrame:
         """The per-utterance predictions of one record."""

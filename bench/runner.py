@@ -14,6 +14,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from bench.inputs import ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions
 from bench.suite import Suite
@@ -21,7 +22,6 @@ from ser_models.corpora import corpus_info, corpus_names, load_corpus
 from ser_models.feature_cache import FeatureSet, extract_features
 from ser_models.metrics import classification_metrics
 from ser_models.models import model_names, model_spec
-from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
 from ser_models.protocols import Fold, ProtocolError, SpeakerLeakError, assert_speaker_disjoint, make_folds
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,14 @@ def select_device(device: str) -> None:
     elif device == "gpu":
         os.environ["JAX_PLATFORMS"] = "cuda"
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several worker processes share the GPU
-        import jax
-
         try:
-            jax.devices("gpu")
-        except RuntimeError as error:
-            raise BenchError(
-                "--device gpu: JAX sees no GPU; install the CUDA build with `pip install -e .[gpu]`"
-            ) from error
+            import jax
+
+            has_gpu = any(device.platform == "gpu" for device in jax.devices())
+        except Exception:  # noqa: BLE001  -- JAX reports a missing CUDA backend in several ways
+            has_gpu = False
+        if not has_gpu:
+            raise BenchError("--device gpu: JAX sees no GPU; install the CUDA build with `pip install -e .[gpu]`")
 
 
 def default_cache_dir() -> Path:
@@ -158,57 +158,11 @@ class Job:
     test: np.ndarray
 
 
-# Each input kind: how to build it from a FeatureSet, and how to stack row blocks of it.
-MODEL_INPUTS = {
-    "functionals": lambda features: features.functionals,
-    "frames": lambda features: pad_frames(features.frames, DEFAULT_MAX_FRAMES),
-}
-STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate}
-
-
-class ModelInputs:
-    """Model inputs of one corpus, built once per kind, plus aligned augmented copies."""
-
-    def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = ()):
-        self.features = features
-        self.sets = [features, *augmented]
-        # Row of each original utterance in each set (-1 where its augmented copy failed).
-        self.positions = [
-            pd.Series(np.arange(len(s.manifest)), index=s.manifest["path"]).reindex(features.manifest["path"])
-            .fillna(-1).astype(int).to_numpy()
-            for s in self.sets
-        ]
-        self._built: dict[tuple[str, int], object] = {}
-
-    def _input(self, kind: str, index: int):
-        if (kind, index) not in self._built:
-            self._built[(kind, index)] = MODEL_INPUTS[kind](self.sets[index])
-        return self._built[(kind, index)]
-
-    def test_set(self, model: str, test: np.ndarray):
-        """Original (never augmented) inputs of the test rows."""
-        return self._input(model_spec(model).input, 0)[test]
-
-    def training_set(self, model: str, train: np.ndarray):
-        """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
-        kind = model_spec(model).input
-        blocks, sources = [], []
-        for index, positions in enumerate(self.positions):
-            rows = positions[train]
-            keep = rows >= 0
-            blocks.append(self._input(kind, index)[rows[keep]])
-            sources.append(train[keep])
-        source = np.concatenate(sources)
-        manifest = self.features.manifest
-        x = STACK_INPUTS[kind](blocks) if len(blocks) > 1 else blocks[0]
-        return x, manifest["emotion"].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
-
-
 def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: list[str], done: set[str]):
     suite = options.suite
     labels = sorted(features.manifest["emotion"].unique())
     seeds = options.seeds or suite.seeds
-    jobs, reused = [], 0
+    jobs, reused, planned = [], 0, {}
     for protocol in suite.protocols:
         for seed in seeds:
             try:
@@ -229,12 +183,13 @@ def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: l
                         "data": features.fingerprint(), "labels": labels,
                         **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
                     })
+                    planned[(corpus, protocol, model, fold.index, seed)] = key
                     if key in done:
                         reused += 1
                         continue
                     train, test = fold.split(features.manifest)
                     jobs.append(Job(corpus, protocol, model, fold, seed, params, key, train, test))
-    return jobs, reused
+    return jobs, reused, planned
 
 
 def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, labels: list[str]):
@@ -293,15 +248,6 @@ def _augmented_features(options: RunOptions, features: FeatureSet) -> list[Featu
     ]
 
 
-def _job_data(inputs: ModelInputs, job: Job) -> tuple:
-    """Arguments of fit_and_predict after the seed; asserts no test utterance (or copy) is trained on."""
-    x_train, y_train, groups_train, source = inputs.training_set(job.model, job.train)
-    if np.isin(source, job.test).any():
-        raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
-    assert_speaker_disjoint(groups_train, inputs.features.manifest["speaker"].to_numpy()[job.test])
-    return x_train, y_train, groups_train, inputs.test_set(job.model, job.test)
-
-
 def _write_skipped(folder: Path, rows: list[dict]) -> None:
     path = folder / "skipped.csv"
     if rows:
@@ -325,11 +271,18 @@ def run_suite(options: RunOptions) -> RunSummary:
     for corpus in corpora:
         features = _load_features(options, corpus)
         skipped_rows += [{"corpus": corpus, **row} for row in features.skipped]
-        jobs, reused_here = _plan_jobs(options, corpus, features, models, done)
+        jobs, reused_here, planned = _plan_jobs(options, corpus, features, models, done)
+        superseded = store.supersede(planned)
+        if superseded:
+            log.warning("%s: %d records of an older configuration moved to %s", corpus, superseded,
+                        store.superseded_path.name)
         reused += reused_here
         labels = sorted(features.manifest["emotion"].unique())
         inputs = ModelInputs(features, _augmented_features(options, features) if jobs else [])
-        calls = (delayed(fit_and_predict)(job.model, job.params, job.seed, *_job_data(inputs, job)) for job in jobs)
+        calls = (
+            delayed(fit_and_predict)(job.model, job.params, job.seed, *job_data(inputs, job.model, job.train, job.test))
+            for job in jobs
+        )
         outcomes = Parallel(n_jobs=options.jobs, return_as="generator")(calls)
         bar = tqdm(total=len(jobs), desc=f"{corpus} folds", unit="fit",
                    disable=None if options.progress is None else not options.progress)

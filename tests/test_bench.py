@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -162,23 +163,23 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     from bench import runner
 
     seen = []
-    original = runner._job_data
+    original = runner.job_data
 
-    def spy(inputs, job):
-        x_train, y_train, groups, source = inputs.training_set(job.model, job.train)
-        seen.append((job, source, len(y_train)))
-        return original(inputs, job)
+    def spy(inputs, model, train, test):
+        x_train, y_train, groups, source = inputs.training_set(model, train)
+        seen.append((train, test, source, len(y_train)))
+        return original(inputs, model, train, test)
 
-    monkeypatch.setattr(runner, "_job_data", spy)
+    monkeypatch.setattr(runner, "job_data", spy)
     suite = parse_suite({**TINY, "models": ["logreg"], "augment": [{"kind": "noise", "amount": 15},
                                                                    {"kind": "lowpass", "amount": 2000}]},
                         default_name="augmented")
     summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
     assert summary.trained == 2 and len(seen) == 2
-    for job, source, n_rows in seen:
-        assert n_rows == 3 * len(job.train)  # original + two augmented copies of each training utterance
-        assert set(source) == set(job.train)
-        assert not set(source) & set(job.test)
+    for train, test, source, n_rows in seen:
+        assert n_rows == 3 * len(train)  # original + two augmented copies of each training utterance
+        assert set(source) == set(train)
+        assert not set(source) & set(test)
     records = RecordStore(summary.folder).load()
     assert [a["kind"] for a in records[0]["augment"]] == ["noise", "lowpass"]
     assert len(list((tmp_path / "c").glob("features-*-aug-*"))) == 2
@@ -194,3 +195,29 @@ def test_gpu_without_a_gpu_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
     assert main(["run", "--device", "gpu", "--model", "logreg"]) == 2
     assert "JAX sees no GPU" in capsys.readouterr().err
+
+
+def test_job_data_refuses_a_leaking_split(synthetic_manifest, tmp_path):
+    from bench.inputs import ModelInputs, job_data
+    from ser_models.feature_cache import extract_features
+    from ser_models.protocols import SpeakerLeakError
+
+    features = extract_features(synthetic_manifest.head(12), cache_dir=tmp_path)
+    inputs = ModelInputs(features)
+    rows = np.arange(len(features.manifest))
+    with pytest.raises(SpeakerLeakError):
+        job_data(inputs, "logreg", rows[:8], rows[6:])
+
+
+def test_changed_configuration_supersedes_old_rows(tiny_run, tmp_path):
+    options, first = tiny_run
+    results = tmp_path / "results"
+    shutil.copytree(options.results_dir, results)
+    changed = parse_suite({**TINY, "model_params": {"logreg": {"C": 0.5}}}, default_name="tiny")
+    again = run_suite(RunOptions(**{**options.__dict__, "suite": changed, "results_dir": results}))
+    assert again.trained == 2 and again.reused == 2  # logreg redone, svm reused
+    records = RecordStore(results / "tiny").load()
+    assert len(records) == 4
+    assert {r["params"]["C"] for r in records if r["model"] == "logreg"} == {0.5}
+    superseded = (results / "tiny" / "records.superseded.jsonl").read_text().splitlines()
+    assert len(superseded) == 2

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from sklearn.metrics import balanced_accuracy_score
 
-from bench.runner import MODEL_INPUTS, default_cache_dir
+from bench.inputs import MODEL_INPUTS
+from bench.runner import default_cache_dir
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.models import model_names, model_spec

@@ -91,15 +91,17 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout):
     frames, mask = inputs
     ops = keras.ops
     x = ops.expand_dims(frames[:, :, :N_MELS_IN_FRAMES], -1)  # (batch, time, mel, 1)
-    m = mask
-    for filters in (width // 2, width, 2 * width):
+    # Halve time and frequency first: 20 ms x 2 mel-band cells keep the network within the CPU budget.
+    x = keras.layers.AveragePooling2D((2, 2), padding="same")(x)
+    m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(mask, -1)), -1)
+    for filters in (width, 2 * width, 4 * width):
         x = keras.layers.Conv2D(filters, 3, padding="same")(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.LayerNormalization(axis=[2, 3])(x)  # per frame: padding never enters the statistics
         x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D((2, 2), padding="same")(x)
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
         x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
-    x = ops.mean(x, axis=2)  # over frequency: (batch, time, filters)
+    x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))  # (batch, time, freq x filters)
     pooled = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
     return _head(keras, pooled, n_classes, width, dropout)
 

@@ -1,0 +1,65 @@
+"""Model inputs of a corpus: functionals or padded frames, plus augmented training copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ser_models.feature_cache import FeatureSet
+from ser_models.models import model_spec
+from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
+from ser_models.protocols import SpeakerLeakError, assert_speaker_disjoint
+
+# Each input kind: how to build it from a FeatureSet, and how to stack row blocks of it.
+MODEL_INPUTS = {
+    "functionals": lambda features: features.functionals,
+    "frames": lambda features: pad_frames(features.frames, DEFAULT_MAX_FRAMES),
+}
+STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate}
+
+
+class ModelInputs:
+    """Model inputs of one corpus, built once per kind, plus aligned augmented copies."""
+
+    def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = ()):
+        self.features = features
+        self.sets = [features, *augmented]
+        # Row of each original utterance in each set (-1 where its augmented copy failed).
+        self.positions = [
+            pd.Series(np.arange(len(s.manifest)), index=s.manifest["path"]).reindex(features.manifest["path"])
+            .fillna(-1).astype(int).to_numpy()
+            for s in self.sets
+        ]
+        self._built: dict[tuple[str, int], object] = {}
+
+    def _input(self, kind: str, index: int):
+        if (kind, index) not in self._built:
+            self._built[(kind, index)] = MODEL_INPUTS[kind](self.sets[index])
+        return self._built[(kind, index)]
+
+    def test_set(self, model: str, test: np.ndarray):
+        """Original (never augmented) inputs of the test rows."""
+        return self._input(model_spec(model).input, 0)[test]
+
+    def training_set(self, model: str, train: np.ndarray):
+        """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
+        kind = model_spec(model).input
+        blocks, sources = [], []
+        for index, positions in enumerate(self.positions):
+            rows = positions[train]
+            keep = rows >= 0
+            blocks.append(self._input(kind, index)[rows[keep]])
+            sources.append(train[keep])
+        source = np.concatenate(sources)
+        manifest = self.features.manifest
+        x = STACK_INPUTS[kind](blocks) if len(blocks) > 1 else blocks[0]
+        return x, manifest["emotion"].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
+
+
+def job_data(inputs: ModelInputs, model: str, train: np.ndarray, test: np.ndarray) -> tuple:
+    """Arguments of fit_and_predict after the seed; asserts no test utterance (or copy) is trained on."""
+    x_train, y_train, groups_train, source = inputs.training_set(model, train)
+    if np.isin(source, test).any():
+        raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
+    assert_speaker_disjoint(groups_train, inputs.features.manifest["speaker"].to_numpy()[test])
+    return x_train, y_train, groups_train, inputs.test_set(model, test)
