@@ -182,6 +182,8 @@ def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: l
                         "model": model, "params": params, "seed": seed, "features": suite.features.key(),
                         "data": features.fingerprint(), "labels": labels,
                         **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
+                        # version 1 is implicit, so hashes of rows recorded before versions existed still match
+                        **({"model_version": version} if (version := model_spec(model).version) > 1 else {}),
                     })
                     planned[(corpus, protocol, model, fold.index, seed)] = key
                     if key in done:
@@ -219,7 +221,8 @@ def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, 
         "train_speakers": train_speakers, "test_speakers": test_speakers,
         "validation_speakers": outcome["validation_speakers"], "curves": outcome["curves"],
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
-        "params": job.params, "features": asdict(options.suite.features) | {"key": options.suite.features.key()},
+        "params": job.params, "model_version": model_spec(job.model).version,
+        "features": asdict(options.suite.features) | {"key": options.suite.features.key()},
         "augment": [asdict(a) for a in options.suite.augment],
         "data_fingerprint": features.fingerprint(), "versions": package_versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

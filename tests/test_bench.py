@@ -221,3 +221,17 @@ def test_changed_configuration_supersedes_old_rows(tiny_run, tmp_path):
     assert {r["params"]["C"] for r in records if r["model"] == "logreg"} == {0.5}
     superseded = (results / "tiny" / "records.superseded.jsonl").read_text().splitlines()
     assert len(superseded) == 2
+
+
+def test_model_code_version_invalidates_recorded_rows(tiny_run, tmp_path, monkeypatch):
+    import dataclasses
+
+    from ser_models.models import registry
+
+    options, first = tiny_run
+    results = tmp_path / "results"
+    shutil.copytree(options.results_dir, results)
+    monkeypatch.setitem(registry._MODELS, "svm", dataclasses.replace(registry._MODELS["svm"], version=2))
+    again = run_suite(RunOptions(**{**options.__dict__, "results_dir": results}))
+    assert again.trained == 2 and again.reused == 2  # svm redone under its new code version, logreg reused
+    assert {r["model_version"] for r in RecordStore(results / "tiny").load() if r["model"] == "svm"} == {2}

@@ -351,7 +351,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             self.model_.set_weights(weights)
 
 
-def _register(name: str, description: str, input: str, **defaults) -> None:
+def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
     # Sized for the 2-core CPU: a RAVDESS fold (1,200 training utterances) in about a minute or two.
     params = {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "width": 64, "dropout": 0.3, "patience": 8,
               "monitor": "val_accuracy", "weight_decay": 1e-4, "validation_speakers": 0.15, "refit_full": False,
@@ -368,7 +368,8 @@ def _register(name: str, description: str, input: str, **defaults) -> None:
         }
 
     register_model(name, family="deep", input=input, description=description, defaults=params,
-                   search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"))(factory)
+                   search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"),
+                   version=version)(factory)
 
 
 # The MLP is cheap, so it can afford a second pass: validation speakers pick the epoch
@@ -376,7 +377,8 @@ def _register(name: str, description: str, input: str, **defaults) -> None:
 _register("mlp", "multilayer perceptron on the utterance functionals", "functionals", width=128, dropout=0.5,
           epochs=100, patience=15, validation_speakers=0.2, refit_full=True)
 _register("cnn", "1-D convolutions over time on the frame features", "frames")
-_register("cnn2d", "2-D convolutions on the log-mel spectrogram", "frames", width=16)
+# version 2: pooled input, per-frame layer norm, frequency flattened instead of averaged
+_register("cnn2d", "2-D convolutions on the log-mel spectrogram", "frames", version=2, width=16)
 _register("lstm", "LSTM over the frame features", "frames")
 _register("gru", "GRU over the frame features", "frames")
 _register("bilstm", "bidirectional LSTM over the frame features", "frames")

@@ -25,6 +25,7 @@ class ModelSpec:
     search_space: SearchSpace | None = None
     fit_groups: bool = False  # fit(X, y, groups=speakers): it splits off validation speakers itself
     budget_params: tuple[str, ...] = ()  # integer parameters a suite's budget factor scales (e.g. epochs)
+    version: int = 1  # bump when the model's code changes its numbers: recorded rows are then redone
 
     def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
         """A fresh unfitted estimator with defaults overridden by `params`."""
@@ -45,6 +46,7 @@ _MODELS: dict[str, ModelSpec] = {}
 def register_model(
     name: str, *, family: str, input: str, description: str, defaults: dict,
     search_space: SearchSpace | None = None, fit_groups: bool = False, budget_params: tuple[str, ...] = (),
+    version: int = 1,
 ) -> Callable[[Factory], Factory]:
     """Decorator: register `factory(seed=..., **params)` under `name`."""
 
@@ -52,7 +54,7 @@ def register_model(
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, factory, family, input, description, dict(defaults), search_space, fit_groups, budget_params
+            name, factory, family, input, description, dict(defaults), search_space, fit_groups, budget_params, version
         )
         return factory
 
