@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="forget this suite's records and start over")
     run.add_argument("--results-dir", type=Path, default=Path("results"), help="where records and leaderboards go")
     run.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: $SER_BENCH_CACHE)")
+    run.add_argument("--manifest", nargs="+", default=[], metavar="NAME=FILE",
+                     help="add a corpus described by a CSV/TSV with columns path, speaker, emotion[, gender]")
+    run.add_argument("--budget", type=float, default=None,
+                     help="override the suite's budget factor (deep models' epochs and patience)")
     run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
@@ -67,8 +72,17 @@ def _list(what: str) -> None:
 def _run(args: argparse.Namespace) -> None:
     select_device(args.device)
     suite = load_suite(args.suite)
+    if args.budget is not None:
+        suite = dataclasses.replace(suite, budget=args.budget)
     data_root = args.data_root or (Path(os.environ["SER_DATA"]) if os.environ.get("SER_DATA") else None)
+    manifests = {}
+    for item in args.manifest:
+        name, _, file = item.partition("=")
+        if not name or not file:
+            raise BenchError(f"--manifest takes NAME=FILE, got {item!r}")
+        manifests[name] = file
     options = RunOptions(
+        manifests=manifests,
         suite=suite, data_root=data_root, corpora=tuple(args.corpus), models=tuple(args.model),
         seeds=tuple(args.seed), jobs=max(1, args.jobs), fresh=args.fresh, results_dir=args.results_dir,
         cache_dir=args.cache_dir or default_cache_dir(),

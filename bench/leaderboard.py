@@ -39,19 +39,27 @@ def _model_table(group: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["uar_mean", "accuracy"], ascending=False, kind="stable")
 
 
+def _speaker_independent(group: pd.DataFrame) -> bool:
+    return "speaker_independent" not in group.columns or not (group["speaker_independent"] == False).any()  # noqa: E712
+
+
 def _dataset_facts(group: pd.DataFrame) -> str:
     first = group.sort_values(["model", "seed", "fold"]).iloc[0]
     one_pass = group[(group["model"] == first["model"]) & (group["seed"] == first["seed"])]
     labels = list(first["labels"])
     class_counts = np.sum([np.asarray(c).sum(axis=1) for c in one_pass["confusion"]], axis=0)
-    speakers = sorted(set(first["train_speakers"]) | set(first["test_speakers"]))
-    files = int(first["n_train"] + first["n_test"])
+    speakers = sorted(set().union(*one_pass["train_speakers"], *one_pass["test_speakers"]))
     counts = ", ".join(f"{label} {int(n)}" for label, n in zip(labels, class_counts, strict=True))
+    if not _speaker_independent(group):
+        folds = (f"{one_pass['fold'].nunique()} utterance-level folds: the same speakers train and test, "
+                 "so these numbers are speaker-DEPENDENT and not comparable with the other tables")
+    else:
+        folds = (f"{one_pass['fold'].nunique()} speaker-disjoint folds, "
+                 f"about {np.mean([len(s) for s in one_pass['test_speakers']]):.1f} test speakers each")
     return (
-        f"Dataset: {files} files, {len(speakers)} speakers, {len(labels)} classes ({counts}). "
-        f"Chance UAR {1 / len(labels):.3f}; majority-class accuracy {class_counts.max() / class_counts.sum():.3f}. "
-        f"{one_pass['fold'].nunique()} speaker-disjoint folds, "
-        f"about {np.mean([len(s) for s in one_pass['test_speakers']]):.1f} test speakers each."
+        f"Classes: {', '.join(labels)}. Test utterances: {int(class_counts.sum())} ({counts}), "
+        f"{len(speakers)} speakers. Chance UAR {1 / len(labels):.3f}; "
+        f"majority-class accuracy {class_counts.max() / class_counts.sum():.3f}. {folds}."
     )
 
 
@@ -75,8 +83,11 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "accuracy", "macro-F1", "weighted F1",
                "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
+    title = f"## {corpus} — {protocol}"
+    if not _speaker_independent(group):
+        title += " (speaker-dependent: fewer than 4 speakers)"
     parts = [
-        f"## {corpus} — {protocol}",
+        title,
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
         f"Per-class F1 of the top {len(top)} models (mean over folds):",
         _per_class_table(group, top),
@@ -87,8 +98,63 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     return "\n\n".join(parts)
 
 
+def cross_corpus_section(frame: pd.DataFrame, top: int = TOP_MODELS_PER_CLASS_TABLE) -> str:
+    """Every model's UAR on every train->test pair, and the train x test UAR matrix of the best models."""
+    frame = frame.assign(train=frame["train_corpora"].apply("+".join), pair=frame["corpus"])
+    per_pair = frame.groupby(["model", "pair"])[["seed", "confusion"]].apply(_pooled_uar).unstack("pair")
+    per_pair = per_pair.assign(mean=per_pair.mean(axis=1)).sort_values("mean", ascending=False)
+    pairs = [p for p in per_pair.columns if p != "mean"]
+    rows = [[model, *(f"{r[p]:.3f}" if pd.notna(r[p]) else "—" for p in pairs), f"{r['mean']:.3f}"]
+            for model, r in per_pair.iterrows()]
+    parts = [
+        "## Cross-corpus (train on one corpus, test on another, over the labels both have)",
+        tabulate(rows, headers=["model", *pairs, "mean"], tablefmt="github", disable_numparse=True),
+    ]
+    trains, tests = sorted(frame["train"].unique()), sorted(frame["test_corpus"].unique())
+    for model in per_pair.index[:top]:
+        cells = frame[frame["model"] == model].groupby(["train", "test_corpus"])[["seed", "confusion"]]
+        matrix = cells.apply(_pooled_uar)
+        body = [[train, *(f"{matrix[(train, test)]:.3f}" if (train, test) in matrix.index else "—"
+                          for test in tests)] for train in trains]
+        parts += [f"UAR matrix of `{model}` (rows: trained on; columns: tested on):",
+                  tabulate(body, headers=["train \\ test", *tests], tablefmt="github", disable_numparse=True)]
+    facts = []
+    for pair, group in frame.groupby("pair"):
+        labels = list(group.iloc[0]["labels"])
+        facts.append(f"{pair}: {len(labels)} shared classes ({', '.join(labels)}), chance UAR {1 / len(labels):.3f}, "
+                     f"{group.iloc[0]['n_train']} training and {group.iloc[0]['n_test']} test utterances")
+    parts.append("Pairs: " + "; ".join(facts) + ".")
+    return "\n\n".join(parts)
+
+
+def per_speaker_section(corpus: str, protocol: str, model: str, predictions: pd.DataFrame) -> str:
+    """Accuracy and UAR of one model for every test speaker (its out-of-fold predictions)."""
+    rows = []
+    for speaker, group in predictions.groupby("speaker", sort=True):
+        correct = group["true"] == group["predicted"]
+        recall = correct.groupby(group["true"]).mean()
+        rows.append([speaker, len(group), f"{correct.mean():.3f}", f"{recall.mean():.3f}"])
+    accuracies = np.array([float(r[2]) for r in rows])
+    summary = (f"Accuracy over speakers: min {accuracies.min():.3f}, median {np.median(accuracies):.3f}, "
+               f"max {accuracies.max():.3f} (std {accuracies.std(ddof=1) if len(rows) > 1 else 0:.3f}).")
+    return "\n\n".join([
+        f"### {corpus} — per-speaker results of `{model}` ({protocol})",
+        tabulate(rows, headers=["speaker", "files", "accuracy", "UAR"], tablefmt="github", disable_numparse=True),
+        summary,
+    ])
+
+
+def _best_predictions(group: pd.DataFrame, model: str, load_predictions) -> pd.DataFrame | None:
+    rows = group[(group["model"] == model) & (group["seed"] == group["seed"].min())]
+    try:
+        return pd.concat([load_predictions(key) for key in rows["config_hash"]], ignore_index=True)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def render_leaderboard(
-    records: list[dict], suite: Suite, figures: dict | None = None, link_base: Path | None = None
+    records: list[dict], suite: Suite, figures: dict | None = None, link_base: Path | None = None,
+    load_predictions=None,
 ) -> tuple[str, dict[str, tuple[str, float]]]:
     """The whole leaderboard markdown and the best model per corpus/protocol.
 
@@ -107,8 +173,10 @@ def render_leaderboard(
     if not records:
         return "\n\n".join([*header, "_No records yet._"]) + "\n", {}
     frame = records_frame(records)
-    sections, best = [], {}
-    for (corpus, protocol), group in frame.groupby(["corpus", "protocol"], sort=True):
+    is_cross = frame["protocol"] == "cross_corpus"
+    is_multi = frame["corpora"].notna() if "corpora" in frame.columns else pd.Series(False, index=frame.index)
+    sections, speakers, best = [], [], {}
+    for (corpus, protocol), group in frame[~is_cross].groupby(["corpus", "protocol"], sort=True):
         links = [
             f"[{model}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
             for (c, p, model), path in sorted(figures.items()) if (c, p) == (corpus, protocol)
@@ -116,6 +184,16 @@ def render_leaderboard(
         sections.append(corpus_section(corpus, protocol, group, links))
         table = _model_table(group)
         best[f"{corpus}/{protocol}"] = (table.index[0], float(table.iloc[0]["uar_mean"]))
+        protocols = set(frame[frame["corpus"] == corpus]["protocol"])
+        main_protocol = "speaker_folds" if "speaker_folds" in protocols else min(protocols)
+        if load_predictions is not None and protocol == main_protocol and not is_multi[group.index].any():
+            predictions = _best_predictions(group, table.index[0], load_predictions)
+            if predictions is not None:
+                speakers.append(per_speaker_section(corpus, protocol, table.index[0], predictions))
+    if is_cross.any():
+        sections.append(cross_corpus_section(frame[is_cross]))
+    if speakers:
+        sections += ["## Per-speaker results of the best model of each corpus", *speakers]
     return "\n\n".join([*header, *sections]) + "\n", best
 
 
@@ -123,10 +201,11 @@ def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | N
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
     records = store.load()
     figures = learning_curves(records_frame(records), store.folder / "figures") if records else {}
-    markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder)
+    load = store.load_predictions
+    markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder, load_predictions=load)
     path = store.folder / "leaderboard.md"
     atomic_write_bytes(path, markdown.encode())
     if publish_to is not None:
-        published, _ = render_leaderboard(records, suite, figures, link_base=Path(publish_to))
+        published, _ = render_leaderboard(records, suite, figures, link_base=Path(publish_to), load_predictions=load)
         atomic_write_bytes(Path(publish_to) / "leaderboard.md", published.encode())
     return {"leaderboard": path, "best": best}

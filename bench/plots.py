@@ -11,6 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def slug(text: str) -> str:
+    """A file-name-safe form of a table name such as 'ravdess->urdu' or 'ravdess+urdu'."""
+    return text.replace("->", "_to_").replace("+", "_and_").replace("/", "_")
+
+
 def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, str], Path]:
     """One PNG per (corpus, protocol, model) that kept per-epoch curves: training and validation loss per fold."""
     if "curves" not in frame.columns:
@@ -29,8 +34,9 @@ def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, s
         axes[1].set_title("validation loss (held-out training speakers)")
         for axis in axes:
             axis.set_xlabel("epoch")
-        axes[1].legend(fontsize=6, ncol=2)
-        path = folder / f"curves-{corpus}-{protocol}-{model}.png"
+        if axes[1].lines:
+            axes[1].legend(fontsize=6, ncol=2)
+        path = folder / f"curves-{slug(corpus)}-{protocol}-{model}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=80, metadata={"Software": None})
         plt.close(fig)

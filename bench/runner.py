@@ -18,11 +18,18 @@ from bench.inputs import ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions
 from bench.suite import Suite
-from ser_models.corpora import corpus_info, corpus_names, load_corpus
+from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.feature_cache import FeatureSet, extract_features
 from ser_models.metrics import classification_metrics
 from ser_models.models import model_names, model_spec
-from ser_models.protocols import Fold, ProtocolError, SpeakerLeakError, assert_speaker_disjoint, make_folds
+from ser_models.protocols import (
+    PROTOCOLS,
+    Fold,
+    ProtocolError,
+    SpeakerLeakError,
+    assert_speaker_disjoint,
+    make_folds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool | None = None  # None: bars only on a terminal
+    manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest (from --manifest)
 
 
 @dataclass
@@ -94,26 +102,38 @@ def resolve_models(requested: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def resolve_corpora(requested: tuple[str, ...], data_root: Path | None) -> list[str]:
-    """Expand 'found' to every registered corpus whose folder is under the data root."""
+def register_manifests(manifests: dict[str, str], data_root: Path | None) -> list[str]:
+    """Register CSV/TSV-described corpora; a relative path is tried as given, then under the data root."""
+    for name, file in manifests.items():
+        path = Path(file).expanduser()
+        if not path.is_absolute() and not path.exists() and data_root is not None:
+            path = data_root / path
+        register_manifest_corpus(name, path)
+    return list(manifests)
+
+
+def resolve_corpora(requested: tuple[str, ...], data_root: Path | None, manifests: tuple[str, ...] = ()) -> list[str]:
+    """Expand 'found' to every registered corpus whose folder is under the data root, plus manifest corpora."""
     if data_root is not None and not data_root.is_dir():
         raise BenchError(f"data root {data_root} does not exist (from --data-root or SER_DATA)")
     names: list[str] = []
     for item in requested:
-        if item == "found":
+        if item == "found" and manifests and data_root is None:
+            names += manifests
+        elif item == "found":
             if data_root is None:
                 raise BenchError(
                     "this suite runs on the corpora under a data root: pass --data-root DIR or set SER_DATA"
                 )
             found = [n for n in corpus_names() if not corpus_info(n).generated
-                     and (data_root / corpus_info(n).folder).is_dir()]
-            if not found:
+                     and "manifest" not in corpus_info(n).extra and (data_root / corpus_info(n).folder).is_dir()]
+            if not found and not manifests:
                 layouts = "; ".join(corpus_info(n).layout for n in corpus_names() if not corpus_info(n).generated)
                 raise BenchError(f"no corpus found under {data_root}. Expected one of: {layouts}")
-            names += found
+            names += found + list(manifests)
         else:
             info = corpus_info(item)
-            if not info.generated and data_root is None:
+            if not info.generated and "manifest" not in info.extra and data_root is None:
                 raise BenchError(f"corpus {item!r} needs a data root: pass --data-root DIR or set SER_DATA")
             names.append(item)
     return list(dict.fromkeys(names))
@@ -124,6 +144,8 @@ def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Pat
     info = corpus_info(name)
     if info.generated:
         return cache_dir / "corpora" / f"{name}-{config_hash(options)[:10]}"
+    if "manifest" in info.extra:
+        return Path(info.folder)
     return data_root / info.folder
 
 
@@ -146,6 +168,18 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
 
 
 @dataclass
+class Dataset:
+    """What one leaderboard table is computed on: a corpus, merged corpora, or a cross-corpus pair."""
+
+    name: str  # "ravdess"; "ravdess+urdu" (combined); "ravdess->urdu" (cross-corpus)
+    corpora: tuple[str, ...]
+    features: FeatureSet
+    protocols: tuple[str, ...]
+    corpus_options: dict
+    fold_options: dict = field(default_factory=dict)  # extra make_folds options (cross-corpus sides, K)
+
+
+@dataclass
 class Job:
     corpus: str
     protocol: str
@@ -158,15 +192,60 @@ class Job:
     test: np.ndarray
 
 
-def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: list[str], done: set[str]):
-    suite = options.suite
+def _labels_of(features: FeatureSet) -> set[str]:
+    return set(features.manifest["emotion"])
+
+
+def _restricted(features: FeatureSet, labels: set[str]) -> FeatureSet:
+    return features.subset(np.flatnonzero(features.manifest["emotion"].isin(labels).to_numpy()))
+
+
+def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet]) -> list[Dataset]:
+    """Per-corpus tables, then the combined table and the cross-corpus pairs when the suite asks for them."""
+    scopes = {p: PROTOCOLS[p].scope for p in suite.protocols}
+    per_corpus = tuple(p for p in suite.protocols if scopes[p] == "corpus")
+    datasets = []
+    for name, features in corpus_sets.items():
+        protocols = per_corpus
+        if features.manifest["speaker"].nunique() < 4:  # no speaker-independent claim possible: say so
+            protocols = tuple(dict.fromkeys("speaker_dependent" if p == "speaker_folds" else p for p in protocols))
+        datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {})))
+    names = sorted(corpus_sets)
+    if len(names) < 2:
+        return datasets
+    options = {c: suite.corpus_options.get(c, {}) for c in names}
+    if "combined" in scopes.values():
+        label_sets = [_labels_of(corpus_sets[c]) for c in names]
+        labels = set.union(*label_sets) if suite.combined.get("labels") == "all" else set.intersection(*label_sets)
+        merged = FeatureSet.concat([_restricted(corpus_sets[c], labels) for c in names])
+        datasets.append(Dataset("+".join(names), tuple(names), merged, ("combined",), options,
+                                {"n_folds": suite.combined.get("n_folds")}))
+    if "cross" in scopes.values():
+        sides = [((a,), b) for a in names for b in names if a != b]
+        if len(names) > 2:  # also every other corpus together -> one
+            sides += [(tuple(c for c in names if c != b), b) for b in names]
+        for train, test in sides:
+            labels = set.union(*(_labels_of(corpus_sets[c]) for c in train)) & _labels_of(corpus_sets[test])
+            if len(labels) < 2:
+                log.warning("cross-corpus %s->%s skipped: fewer than 2 shared labels", "+".join(train), test)
+                continue
+            merged = FeatureSet.concat([_restricted(corpus_sets[c], labels) for c in (*train, test)])
+            datasets.append(Dataset(f"{'+'.join(train)}->{test}", (*train, test), merged, ("cross_corpus",),
+                                    {c: options[c] for c in (*train, test)},
+                                    {"train_corpora": train, "test_corpus": test}))
+    return datasets
+
+
+def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
+    suite, corpus, features = options.suite, dataset.name, dataset.features
     labels = sorted(features.manifest["emotion"].unique())
     seeds = options.seeds or suite.seeds
     jobs, reused, planned = [], 0, {}
-    for protocol in suite.protocols:
+    fold_options = {k: v for k, v in dataset.fold_options.items() if v is not None}
+    for protocol in dataset.protocols:
         for seed in seeds:
             try:
-                folds = make_folds(protocol, features.manifest, seed=seed)
+                folds = make_folds(protocol, features.manifest, seed=seed, **fold_options)
             except ProtocolError as error:
                 log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
                 break
@@ -177,8 +256,8 @@ def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: l
                 params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
                 for fold in folds:
                     key = config_hash({
-                        "corpus": corpus, "corpus_options": suite.corpus_options.get(corpus, {}),
-                        "protocol": protocol, "fold": fold.index, "test_speakers": fold.test_speakers,
+                        "corpus": corpus, "corpus_options": dataset.corpus_options,
+                        "protocol": protocol, **fold.hash_fields(),
                         "model": model, "params": params, "seed": seed, "features": suite.features.key(),
                         "data": features.fingerprint(), "labels": labels,
                         **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
@@ -194,7 +273,8 @@ def _plan_jobs(options: RunOptions, corpus: str, features: FeatureSet, models: l
     return jobs, reused, planned
 
 
-def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, labels: list[str]):
+def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labels: list[str]):
+    features = dataset.features
     manifest = features.manifest
     y_test = manifest["emotion"].to_numpy()[job.test]
     probabilities = np.zeros((len(job.test), len(labels)))
@@ -208,14 +288,20 @@ def _record(options: RunOptions, job: Job, features: FeatureSet, outcome: dict, 
         predictions[f"p_{label}"] = probabilities[:, column]
     train_speakers = sorted(manifest["speaker"].iloc[job.train].unique())
     test_speakers = sorted(manifest["speaker"].iloc[job.test].unique())
-    assert_speaker_disjoint(train_speakers, test_speakers)
-    assert_speaker_disjoint(outcome["validation_speakers"], test_speakers)
+    if job.fold.speaker_independent:
+        assert_speaker_disjoint(train_speakers, test_speakers)
+        assert_speaker_disjoint(outcome["validation_speakers"], test_speakers)
     if not set(outcome["validation_speakers"]) <= set(train_speakers):
         raise SpeakerLeakError("validation speakers must come from the training fold")
+    multi = {"corpora": list(dataset.corpora)} if len(dataset.corpora) > 1 else {}
+    if "test_corpus" in dataset.fold_options:
+        multi |= {"train_corpora": list(dataset.fold_options["train_corpora"]),
+                  "test_corpus": dataset.fold_options["test_corpus"]}
     record = {
         "suite": options.suite.name, "corpus": job.corpus, "protocol": job.protocol, "model": job.model,
         "family": model_spec(job.model).family, "fold": job.fold.index, "seed": job.seed,
-        "config_hash": job.key, "labels": labels,
+        "config_hash": job.key, "labels": labels, **multi,
+        **({} if job.fold.speaker_independent else {"speaker_independent": False}),
         **classification_metrics(y_test, outcome["predicted"], labels),
         "n_train": int(len(job.train)), "n_test": int(len(job.test)),
         "train_speakers": train_speakers, "test_speakers": test_speakers,
@@ -234,6 +320,10 @@ def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
     corpus_options = options.suite.corpus_options.get(corpus, {})
     root = corpus_root(corpus, corpus_options, options.data_root, options.cache_dir)
     manifest = load_corpus(corpus, root, **corpus_options)
+    if options.suite.labels:
+        manifest = harmonise_labels(manifest, **options.suite.labels)
+        if manifest.empty:
+            raise BenchError(f"corpus {corpus!r}: no utterances left after the suite's label options")
     features = extract_features(
         manifest, options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs, progress=options.progress
     )
@@ -263,7 +353,8 @@ def run_suite(options: RunOptions) -> RunSummary:
     """Run every job of the suite that is not yet recorded, then rebuild the leaderboards."""
     suite = options.suite
     models = resolve_models(options.models or suite.models)
-    corpora = resolve_corpora(options.corpora or suite.corpora, options.data_root)
+    manifests = register_manifests(suite.manifests | options.manifests, options.data_root)
+    corpora = resolve_corpora(options.corpora or suite.corpora, options.data_root, tuple(manifests))
     folder = options.results_dir / suite.name
     store = RecordStore(folder)
     if options.fresh:
@@ -271,26 +362,30 @@ def run_suite(options: RunOptions) -> RunSummary:
     done = store.recorded_hashes()
     trained = reused = 0
     skipped_rows: list[dict] = []
+    corpus_sets = {}
     for corpus in corpora:
-        features = _load_features(options, corpus)
-        skipped_rows += [{"corpus": corpus, **row} for row in features.skipped]
-        jobs, reused_here, planned = _plan_jobs(options, corpus, features, models, done)
+        corpus_sets[corpus] = _load_features(options, corpus)
+        skipped_rows += [{"corpus": corpus, **row} for row in corpus_sets[corpus].skipped]
+    for dataset in plan_datasets(suite, corpus_sets):
+        features = dataset.features
+        jobs, reused_here, planned = _plan_jobs(options, dataset, models, done)
         superseded = store.supersede(planned)
         if superseded:
-            log.warning("%s: %d records of an older configuration moved to %s", corpus, superseded,
+            log.warning("%s: %d records of an older configuration moved to %s", dataset.name, superseded,
                         store.superseded_path.name)
         reused += reused_here
         labels = sorted(features.manifest["emotion"].unique())
         inputs = ModelInputs(features, _augmented_features(options, features) if jobs else [])
         calls = (
-            delayed(fit_and_predict)(job.model, job.params, job.seed, *job_data(inputs, job.model, job.train, job.test))
+            delayed(fit_and_predict)(job.model, job.params, job.seed,
+                                     *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent))
             for job in jobs
         )
         outcomes = Parallel(n_jobs=options.jobs, return_as="generator")(calls)
-        bar = tqdm(total=len(jobs), desc=f"{corpus} folds", unit="fit",
+        bar = tqdm(total=len(jobs), desc=f"{dataset.name} folds", unit="fit",
                    disable=None if options.progress is None else not options.progress)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            record, predictions = _record(options, job, features, outcome, labels)
+            record, predictions = _record(options, job, dataset, outcome, labels)
             store.append(record, predictions)
             trained += 1
             bar.update()

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ser_models.augment import Augmentation
+from ser_models.corpora import CANONICAL_EMOTIONS
 from ser_models.features import FeatureSpec
+from ser_models.protocols import PROTOCOLS
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -36,6 +38,9 @@ class Suite:
     model_params: dict = field(default_factory=dict)
     protocol_models: dict = field(default_factory=dict)  # protocol -> models run under it (default: all)
     augment: tuple[Augmentation, ...] = ()  # augmented copies added to training folds only
+    labels: dict = field(default_factory=dict)  # harmonisation for every corpus: {merge = {...}, drop = [...]}
+    combined: dict = field(default_factory=dict)  # combined protocol: {labels = "shared"|"all", n_folds = K}
+    manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest file
 
 
 def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
@@ -81,6 +86,10 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
     bad_features = sorted(set(feature_options) - spec_fields)
     if bad_features:
         raise SuiteError(f"unknown feature options {bad_features}; allowed: {sorted(spec_fields)}")
+    unknown_protocols = sorted(set(data.get("protocols", ())) - set(PROTOCOLS))
+    if unknown_protocols:
+        raise SuiteError(f"suite {default_name!r}: unknown protocols {unknown_protocols}; "
+                         f"choose from {list(PROTOCOLS)}")
     return Suite(
         name=data.get("name", default_name),
         description=data.get("description", ""),
@@ -95,4 +104,25 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         model_params=dict(data.get("model_params", {})),
         protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
         augment=_augmentations(data.get("augment", []), default_name),
+        labels=_label_options(data.get("labels", {}), default_name),
+        combined=_combined_options(data.get("combined", {}), default_name),
+        manifests={str(k): str(v) for k, v in data.get("manifests", {}).items()},
     )
+
+
+def _label_options(options: dict, suite: str) -> dict:
+    unknown = sorted(set(options) - {"merge", "drop", "keep"})
+    if unknown:
+        raise SuiteError(f"suite {suite!r}: unknown [labels] keys {unknown}; allowed: drop, keep, merge")
+    bad = sorted({*options.get("merge", {}), *options.get("merge", {}).values(), *options.get("drop", ()),
+                  *options.get("keep", ())} - set(CANONICAL_EMOTIONS))
+    if bad:
+        raise SuiteError(f"suite {suite!r}: [labels] names unknown emotions {bad}; use {list(CANONICAL_EMOTIONS)}")
+    return dict(options)
+
+
+def _combined_options(options: dict, suite: str) -> dict:
+    unknown = sorted(set(options) - {"labels", "n_folds"})
+    if unknown or options.get("labels", "shared") not in ("shared", "all"):
+        raise SuiteError(f"suite {suite!r}: [combined] takes labels = \"shared\"|\"all\" and n_folds = K")
+    return dict(options)

@@ -86,6 +86,28 @@ class FeatureSet:
     keys: list[str]  # content hashes, aligned with rows
     skipped: list[dict] = field(default_factory=list)  # {path, reason} for files that failed
 
+    def subset(self, rows: np.ndarray) -> FeatureSet:
+        """The rows at positions `rows` (e.g. the utterances of some classes)."""
+        rows = np.asarray(rows, dtype=int)
+        return FeatureSet(
+            manifest=self.manifest.iloc[rows].reset_index(drop=True), functionals=self.functionals[rows],
+            frames=[self.frames[i] for i in rows], functional_names=self.functional_names,
+            frame_names=self.frame_names, keys=[self.keys[i] for i in rows], skipped=list(self.skipped),
+        )
+
+    @staticmethod
+    def concat(sets: list[FeatureSet]) -> FeatureSet:
+        """Several corpora's features as one set (same feature spec required)."""
+        if len({tuple(s.functional_names) for s in sets}) != 1:
+            raise ValueError("feature sets of different feature specs cannot be merged")
+        return FeatureSet(
+            manifest=pd.concat([s.manifest for s in sets], ignore_index=True),
+            functionals=np.concatenate([s.functionals for s in sets]),
+            frames=[f for s in sets for f in s.frames], functional_names=sets[0].functional_names,
+            frame_names=sets[0].frame_names, keys=[k for s in sets for k in s.keys],
+            skipped=[item for s in sets for item in s.skipped],
+        )
+
     def fingerprint(self) -> str:
         """A hash of exactly which audio contents are in the set (for record config hashes)."""
         return hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()[:16]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 
 class SpeakerLeakError(AssertionError):
@@ -21,15 +22,40 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Fold:
-    """One outer fold: which speakers are tested; every other speaker trains."""
+    """One outer fold: which speakers are tested, and which train (default: every other speaker).
+
+    A speaker-dependent fold (only for corpora with too few speakers) names its test rows instead.
+    """
 
     index: int
     test_speakers: tuple[str, ...]
+    train_speakers: tuple[str, ...] | None = None
+    test_rows: tuple[int, ...] | None = None
+
+    @property
+    def speaker_independent(self) -> bool:
+        return self.test_rows is None
+
+    def hash_fields(self) -> dict:
+        """What identifies the fold in a record's config hash (old fold kinds keep their old hashes)."""
+        fields = {"fold": self.index, "test_speakers": self.test_speakers}
+        if self.train_speakers is not None:
+            fields["train_speakers"] = self.train_speakers
+        if self.test_rows is not None:
+            fields["test_rows"] = hashlib.sha256(str(self.test_rows).encode()).hexdigest()[:16]
+        return fields
 
     def split(self, manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Row positions (train, test) of `manifest`, asserted speaker-disjoint."""
+        """Row positions (train, test) of `manifest`, asserted speaker-disjoint (unless speaker-dependent)."""
+        if self.test_rows is not None:
+            is_test = np.zeros(len(manifest), bool)
+            is_test[list(self.test_rows)] = True
+            return np.flatnonzero(~is_test), np.flatnonzero(is_test)
         is_test = manifest["speaker"].isin(self.test_speakers).to_numpy()
-        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+        is_train = ~is_test
+        if self.train_speakers is not None:
+            is_train &= manifest["speaker"].isin(self.train_speakers).to_numpy()
+        train, test = np.flatnonzero(is_train), np.flatnonzero(is_test)
         assert_speaker_disjoint(manifest["speaker"].iloc[train], manifest["speaker"].iloc[test])
         if test.size == 0 or train.size == 0:
             raise ProtocolError(f"fold {self.index} has an empty side (test speakers {self.test_speakers})")
@@ -68,6 +94,8 @@ def leave_speakers_out(
     if not 2 <= n_folds <= n_speakers:
         raise ProtocolError(f"cannot make {n_folds} speaker folds from {n_speakers} speakers")
     strata = manifest["emotion"].astype(str) + "/" + manifest["gender"].astype(str)
+    if manifest["corpus"].nunique() > 1:  # merged corpora: every fold gets speakers of each corpus
+        strata = manifest["corpus"].astype(str) + "/" + strata
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     speakers = manifest["speaker"].to_numpy()
     with warnings.catch_warnings():  # "least populated class" warnings are expected for small strata
@@ -102,11 +130,32 @@ def emobox_folds(manifest: pd.DataFrame, *, seed: int = 0, **_: object) -> list[
     return folds
 
 
+def speaker_dependent_folds(manifest: pd.DataFrame, *, n_folds: int | None = None, seed: int = 0) -> list[Fold]:
+    """Utterance-level stratified folds, for corpora with fewer than 4 speakers; NOT speaker-independent."""
+    n_folds = n_folds or 5
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    speakers = tuple(sorted(manifest["speaker"].unique()))
+    return [Fold(index=i, test_speakers=speakers, test_rows=tuple(int(r) for r in test))
+            for i, (_, test) in enumerate(splitter.split(np.zeros(len(manifest)), manifest["emotion"]))]
+
+
+def cross_corpus_folds(manifest: pd.DataFrame, *, train_corpora: tuple[str, ...], test_corpus: str,
+                       **_: object) -> list[Fold]:
+    """One fold: train on every speaker of `train_corpora`, test on every speaker of `test_corpus`."""
+    by_corpus = manifest.groupby("corpus")["speaker"].unique()
+    missing = sorted((set(train_corpora) | {test_corpus}) - set(by_corpus.index))
+    if missing or test_corpus in train_corpora:
+        raise ProtocolError(f"cross-corpus pair {train_corpora}->{test_corpus} is not in the data ({missing})")
+    train = tuple(sorted(s for c in train_corpora for s in by_corpus[c]))
+    return [Fold(index=0, test_speakers=tuple(sorted(by_corpus[test_corpus])), train_speakers=train)]
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
     description: str
     make_folds: Callable[..., list[Fold]]
+    scope: str = "corpus"  # corpus: one corpus; combined: corpora merged; cross: train on some, test on another
 
 
 PROTOCOLS = {
@@ -114,13 +163,20 @@ PROTOCOLS = {
     for p in (
         Protocol("speaker_folds", "leave-speakers-out K-fold, ~4 speakers a fold, gender-balanced", leave_speakers_out),
         Protocol("emobox", "EmoBox published RAVDESS folds: 6 folds of 4 actors", emobox_folds),
+        Protocol("speaker_dependent", "utterance-level 5-fold: the same speakers train and test",
+                 speaker_dependent_folds),
+        Protocol("combined", "corpora merged; leave-speakers-out folds across corpora", leave_speakers_out,
+                 scope="combined"),
+        Protocol("cross_corpus", "train on one corpus (or a set), test on another, over shared labels",
+                 cross_corpus_folds, scope="cross"),
     )
 }
 
 
-def make_folds(protocol: str, manifest: pd.DataFrame, *, seed: int = 0, n_folds: int | None = None) -> list[Fold]:
-    """Folds of the named protocol for `manifest`."""
+def make_folds(protocol: str, manifest: pd.DataFrame, *, seed: int = 0, n_folds: int | None = None,
+               **options: object) -> list[Fold]:
+    """Folds of the named protocol for `manifest` (cross_corpus also takes train_corpora and test_corpus)."""
     if protocol not in PROTOCOLS:
         raise KeyError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    options = {"seed": seed} | ({"n_folds": n_folds} if n_folds else {})
+    options = {"seed": seed, **options} | ({"n_folds": n_folds} if n_folds else {})
     return PROTOCOLS[protocol].make_folds(manifest, **options)

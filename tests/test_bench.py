@@ -71,8 +71,11 @@ def test_interrupted_run_redoes_only_the_missing_fold(tiny_run, tmp_path):
 
 def test_report_rebuilds_the_same_leaderboard_from_records(tiny_run):
     options, summary = tiny_run
-    markdown, _ = render_leaderboard(RecordStore(summary.folder).load(), options.suite)
+    store = RecordStore(summary.folder)
+    markdown, _ = render_leaderboard(store.load(), options.suite, link_base=store.folder,
+                                     load_predictions=store.load_predictions)
     assert markdown == summary.leaderboard.read_text()
+    assert "per-speaker results of `" in markdown
 
 
 def test_smoke_suite_is_learnable_but_not_trivial(tmp_path):
@@ -165,10 +168,10 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     seen = []
     original = runner.job_data
 
-    def spy(inputs, model, train, test):
+    def spy(inputs, model, train, test, speaker_independent=True):
         x_train, y_train, groups, source = inputs.training_set(model, train)
         seen.append((train, test, source, len(y_train)))
-        return original(inputs, model, train, test)
+        return original(inputs, model, train, test, speaker_independent)
 
     monkeypatch.setattr(runner, "job_data", spy)
     suite = parse_suite({**TINY, "models": ["logreg"], "augment": [{"kind": "noise", "amount": 15},

@@ -1,7 +1,14 @@
 """Corpus loaders: each returns the manifest DataFrame described in manifest.py."""
 
-from ser_models.corpora import ravdess, synthetic, urdu  # noqa: F401  (registers the corpora)
-from ser_models.corpora.manifest import CANONICAL_EMOTIONS, ManifestError, validate_manifest
+from ser_models.corpora import crema_d, ravdess, savee, synthetic, tess, urdu  # noqa: F401  (registers the corpora)
+from ser_models.corpora.csv_manifest import register_manifest_corpus
+from ser_models.corpora.manifest import (
+    CANONICAL_EMOTIONS,
+    ManifestError,
+    canonical_emotion,
+    harmonise_labels,
+    validate_manifest,
+)
 from ser_models.corpora.registry import (
     CorpusInfo,
     CorpusNotFoundError,
@@ -14,5 +21,6 @@ from ser_models.corpora.synthetic import SyntheticConfig, generate_synthetic
 
 __all__ = [
     "CANONICAL_EMOTIONS", "CorpusInfo", "CorpusNotFoundError", "ManifestError", "SyntheticConfig",
-    "corpus_info", "corpus_names", "generate_synthetic", "load_corpus", "register_corpus", "validate_manifest",
+    "canonical_emotion", "corpus_info", "corpus_names", "generate_synthetic", "harmonise_labels", "load_corpus",
+    "register_corpus", "register_manifest_corpus", "validate_manifest",
 ]

@@ -6,6 +6,13 @@ import pandas as pd
 
 CANONICAL_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 MANIFEST_COLUMNS = ("path", "corpus", "speaker", "gender", "emotion", "label_raw")
+# Spellings met in corpus labels and user manifests, mapped to the canonical vocabulary.
+EMOTION_ALIASES = {
+    "neu": "neutral", "calmness": "calm", "happiness": "happy", "joy": "happy", "hap": "happy",
+    "sadness": "sad", "anger": "angry", "ang": "angry", "fear": "fearful", "fea": "fearful", "afraid": "fearful",
+    "disgusted": "disgust", "dis": "disgust", "surprise": "surprised", "ps": "surprised",
+    "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
+}
 
 
 class ManifestError(ValueError):
@@ -21,6 +28,33 @@ def make_manifest(rows: list[dict], corpus: str) -> pd.DataFrame:
     frame["speaker"] = corpus + ":" + frame["speaker"].astype(str)
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
     validate_manifest(frame)
+    return frame
+
+
+def canonical_emotion(label: object) -> str | None:
+    """The canonical name of an emotion label, or None when it is not one we know."""
+    if not isinstance(label, str):
+        return None
+    word = label.strip().lower().replace(" ", "_").replace("-", "_")
+    return word if word in CANONICAL_EMOTIONS else EMOTION_ALIASES.get(word)
+
+
+def harmonise_labels(
+    manifest: pd.DataFrame, *, merge: dict[str, str] | None = None, drop: list[str] | tuple[str, ...] = (),
+    keep: list[str] | tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    """Merge classes (e.g. calm -> neutral), then drop classes, then keep only `keep` (when given)."""
+    merge, drop = dict(merge or {}), list(drop)
+    unknown = sorted((set(merge) | set(merge.values()) | set(drop) | set(keep or ())) - set(CANONICAL_EMOTIONS))
+    if unknown:
+        raise ManifestError(f"label options name unknown emotions {unknown}; use {CANONICAL_EMOTIONS}")
+    frame = manifest.copy()
+    frame["emotion"] = frame["emotion"].replace(merge)
+    rows = ~frame["emotion"].isin(drop)
+    if keep is not None:
+        rows &= frame["emotion"].isin(keep)
+    frame = frame[rows].reset_index(drop=True)
+    frame.attrs = dict(manifest.attrs)
     return frame
 
 

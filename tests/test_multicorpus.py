@@ -1,0 +1,104 @@
+"""Combined and cross-corpus protocols through the runner, on two manifest corpora of generated audio."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.records import RecordStore
+from bench.runner import RunOptions, run_suite
+from bench.suite import parse_suite
+from ser_models.protocols import make_folds
+
+
+@pytest.fixture(scope="module")
+def two_corpora(synthetic_manifest, tmp_path_factory):
+    """Corpus 'alpha': 4 speakers, angry/neutral/sad; corpus 'beta': 4 other speakers, angry/sad only."""
+    folder = tmp_path_factory.mktemp("manifests")
+    table = synthetic_manifest[["path", "speaker", "emotion", "gender"]].copy()
+    table["speaker"] = table["speaker"].str.split(":").str[1]
+    speakers = sorted(table["speaker"].unique())
+    alpha = table[table["speaker"].isin(speakers[:4])]
+    beta = table[table["speaker"].isin(speakers[4:]) & (table["emotion"] != "neutral")]
+    alpha.to_csv(folder / "alpha.csv", index=False)
+    beta.to_csv(folder / "beta.csv", index=False)
+    return {"alpha": str(folder / "alpha.csv"), "beta": str(folder / "beta.csv")}
+
+
+@pytest.fixture(scope="module")
+def multi_run(two_corpora, tmp_path_factory):
+    base = tmp_path_factory.mktemp("multi")
+    suite = parse_suite({"corpora": ["alpha", "beta"], "models": ["logreg"],
+                         "protocols": ["speaker_folds", "combined", "cross_corpus"], "manifests": two_corpora},
+                        default_name="multi")
+    summary = run_suite(RunOptions(suite=suite, results_dir=base, cache_dir=base / "cache", progress=False))
+    return summary, RecordStore(summary.folder)
+
+
+def test_combined_folds_keep_every_speaker_on_one_side(multi_run):
+    summary, store = multi_run
+    combined = [r for r in store.load() if r["protocol"] == "combined"]
+    assert {r["corpus"] for r in combined} == {"alpha+beta"} and len(combined) == 2  # 8 speakers -> 2 folds
+    tested = [s for r in combined for s in r["test_speakers"]]
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == 8  # each speaker tested exactly once
+    for record in combined:
+        assert not set(record["train_speakers"]) & set(record["test_speakers"])
+        assert {s.split(":")[0] for s in record["test_speakers"]} == {"alpha", "beta"}  # both corpora in each fold
+        assert record["labels"] == ["angry", "sad"]  # shared labels by default
+        predictions = store.load_predictions(record["config_hash"])
+        assert set(predictions["speaker"]) == set(record["test_speakers"])
+
+
+def test_cross_corpus_is_restricted_to_shared_labels(multi_run):
+    summary, store = multi_run
+    cross = {r["corpus"]: r for r in store.load() if r["protocol"] == "cross_corpus"}
+    assert set(cross) == {"alpha->beta", "beta->alpha"}
+    for name, record in cross.items():
+        train, test = name.split("->")
+        assert record["labels"] == ["angry", "sad"] and record["test_corpus"] == test
+        assert {s.split(":")[0] for s in record["train_speakers"]} == {train}
+        assert {s.split(":")[0] for s in record["test_speakers"]} == {test}
+        predictions = store.load_predictions(record["config_hash"])
+        assert set(predictions["true"]) <= {"angry", "sad"} and set(predictions["predicted"]) <= {"angry", "sad"}
+    alpha = [r for r in store.load() if r["corpus"] == "alpha" and r["protocol"] == "speaker_folds"]
+    assert alpha[0]["labels"] == ["angry", "neutral", "sad"]  # per-corpus tables keep their own classes
+    text = summary.leaderboard.read_text()
+    assert "## Cross-corpus" in text and "UAR matrix of `logreg`" in text and "## alpha+beta — combined" in text
+    assert "### alpha — per-speaker results" in text
+
+
+def test_cross_corpus_folds_train_only_on_the_training_corpus():
+    rows = [{"path": f"{c}{s}{e}", "corpus": c, "speaker": f"{c}:{s}", "gender": "male", "emotion": e,
+             "label_raw": e} for c in ("a", "b", "c") for s in range(2) for e in ("sad", "angry")]
+    manifest = pd.DataFrame(rows)
+    (fold,) = make_folds("cross_corpus", manifest, train_corpora=("a",), test_corpus="b")
+    train, test = fold.split(manifest)
+    assert set(manifest["corpus"].iloc[train]) == {"a"} and set(manifest["corpus"].iloc[test]) == {"b"}
+
+
+def test_few_speakers_get_a_speaker_dependent_table(two_corpora, tmp_path):
+    table = pd.read_csv(two_corpora["alpha"])
+    table[table["speaker"].isin(sorted(table["speaker"].unique())[:2])].to_csv(tmp_path / "two.csv", index=False)
+    suite = parse_suite({"corpora": ["two"], "models": ["logreg"], "manifests": {"two": str(tmp_path / "two.csv")}},
+                        default_name="few")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
+    records = RecordStore(summary.folder).load()
+    assert {r["protocol"] for r in records} == {"speaker_dependent"}
+    assert all(r["speaker_independent"] is False for r in records)
+    text = summary.leaderboard.read_text()
+    assert "## two — speaker_dependent (speaker-dependent: fewer than 4 speakers)" in text
+    assert "speaker-DEPENDENT" in text
+
+
+def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, capsys):
+    code = main(["run", "--suite", "full", "--manifest", f"alpha={two_corpora['alpha']}", "--data-root",
+                 str(tmp_path), "--budget", "0.05", "--jobs", "1", "--results-dir", str(tmp_path / "r"),
+                 "--cache-dir", str(tmp_path / "c")])
+    assert code == 0, capsys.readouterr().err
+    records = RecordStore(tmp_path / "r" / "full").load()
+    from ser_models.models import model_names
+
+    assert {r["model"] for r in records} == set(model_names())
+    assert {(r["corpus"], r["protocol"]) for r in records} == {("alpha", "speaker_folds")}
+    assert (tmp_path / "r" / "leaderboard.md").exists()
