@@ -16,9 +16,10 @@ from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, s
 from bench.suite import SuiteError, load_suite, suite_names
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
 from ser_models.models import model_names, model_spec
+from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import ProtocolError, SpeakerLeakError
 
-USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, KeyError)
+USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, MissingExtraError, KeyError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="add a corpus described by a CSV/TSV with columns path, speaker, emotion[, gender]")
     run.add_argument("--budget", type=float, default=None,
                      help="override the suite's budget factor (deep models' epochs and patience)")
+    run.add_argument("--target", choices=["emotion", "gender"], default="emotion",
+                     help="what to predict (gender: speaker gender from the corpus metadata)")
     run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
@@ -82,7 +85,7 @@ def _run(args: argparse.Namespace) -> None:
             raise BenchError(f"--manifest takes NAME=FILE, got {item!r}")
         manifests[name] = file
     options = RunOptions(
-        manifests=manifests,
+        manifests=manifests, target=args.target,
         suite=suite, data_root=data_root, corpora=tuple(args.corpus), models=tuple(args.model),
         seeds=tuple(args.seed), jobs=max(1, args.jobs), fresh=args.fresh, results_dir=args.results_dir,
         cache_dir=args.cache_dir or default_cache_dir(),

@@ -10,19 +10,42 @@ from ser_models.models import model_spec
 from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
 from ser_models.protocols import SpeakerLeakError, assert_speaker_disjoint
 
-# Each input kind: how to build it from a FeatureSet, and how to stack row blocks of it.
+# Each input kind: how to build it from (utterance vectors, frame matrices), and how to stack row blocks of it.
 MODEL_INPUTS = {
-    "functionals": lambda features: features.functionals,
-    "frames": lambda features: pad_frames(features.frames, DEFAULT_MAX_FRAMES),
+    "functionals": lambda vectors, frames: vectors,
+    "frames": lambda vectors, frames: pad_frames(frames, DEFAULT_MAX_FRAMES),
+    "fusion": lambda vectors, frames: _fusion(vectors, frames),
 }
-STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate}
+STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate}
+GENDER_CODES = {"female": 0.0, "male": 1.0}
+
+
+def _fusion(vectors: np.ndarray, frames: list[np.ndarray]) -> FrameBatch:
+    batch = pad_frames(frames, DEFAULT_MAX_FRAMES)
+    return FrameBatch(batch.values, batch.lengths, vectors)
+
+
+def gender_column(manifest: pd.DataFrame) -> np.ndarray:
+    """(n, 1) speaker gender from the corpus metadata: 1 male, 0 female; refuses unknown genders."""
+    unknown = ~manifest["gender"].isin(list(GENDER_CODES))
+    if unknown.any():
+        example = manifest["path"][unknown].iloc[0]
+        raise ValueError(f"{int(unknown.sum())} utterances have no gender metadata (e.g. {example})")
+    return manifest["gender"].map(GENDER_CODES).to_numpy(np.float32)[:, None]
 
 
 class ModelInputs:
-    """Model inputs of one corpus, built once per kind, plus aligned augmented copies."""
+    """Model inputs of one table, built once per kind, plus aligned augmented copies.
 
-    def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = ()):
+    `target` is the manifest column predicted (emotion, or gender); `gender_input` appends the
+    speaker's gender from the metadata to the utterance functionals.
+    """
+
+    def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = (), *, target: str = "emotion",
+                 gender_input: bool = False):
         self.features = features
+        self.target = target
+        self.gender_input = gender_input
         self.sets = [features, *augmented]
         # Row of each original utterance in each set (-1 where its augmented copy failed).
         self.positions = [
@@ -34,7 +57,11 @@ class ModelInputs:
 
     def _input(self, kind: str, index: int):
         if (kind, index) not in self._built:
-            self._built[(kind, index)] = MODEL_INPUTS[kind](self.sets[index])
+            features = self.sets[index]
+            vectors = features.functionals
+            if self.gender_input:
+                vectors = np.hstack([vectors, gender_column(features.manifest)])
+            self._built[(kind, index)] = MODEL_INPUTS[kind](vectors, features.frames)
         return self._built[(kind, index)]
 
     def test_set(self, model: str, test: np.ndarray):
@@ -53,7 +80,7 @@ class ModelInputs:
         source = np.concatenate(sources)
         manifest = self.features.manifest
         x = STACK_INPUTS[kind](blocks) if len(blocks) > 1 else blocks[0]
-        return x, manifest["emotion"].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
+        return x, manifest[self.target].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
 
 
 def job_data(inputs: ModelInputs, model: str, train: np.ndarray, test: np.ndarray,

@@ -8,17 +8,48 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.plots import learning_curves
+from bench.plots import learning_curves, roc_curves, slug
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
-from ser_models.metrics import uar_from_confusion
+from ser_models.metrics import roc_auc_from_predictions, uar_from_confusion
 
 TOP_MODELS_PER_CLASS_TABLE = 3
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    """Records as a DataFrame, one row per (corpus, protocol, model, fold, seed)."""
-    return pd.DataFrame(records)
+FEATURE_SET_NAMES = {"egemaps": "eGeMAPS", "compare": "ComParE"}
+
+
+def entry_name(record: dict) -> str:
+    """A model's row name: the model, plus its variant (openSMILE feature set, gender as input)."""
+    variant = record.get("variant") or {}
+    name = record["model"]
+    if "feature_set" in variant:
+        name += f" · {FEATURE_SET_NAMES.get(variant['feature_set'], variant['feature_set'])}"
+    if variant.get("gender_input"):
+        name += " +gender"
+    return name
+
+
+def records_frame(records: list[dict], load_predictions=None) -> pd.DataFrame:
+    """Records as a DataFrame, one row per record, with its row name, target and macro AUC.
+
+    The AUC comes from the stored out-of-fold probabilities when they can be read (so old runs
+    get it without retraining), otherwise from the record.
+    """
+    frame = pd.DataFrame(records)
+    frame["target"] = frame["target"].fillna("emotion") if "target" in frame.columns else "emotion"
+    frame["entry"] = [entry_name(r) for r in records]
+    aucs = []
+    for record in records:
+        auc = record.get("auc_macro")
+        if load_predictions is not None:
+            try:
+                auc = roc_auc_from_predictions(load_predictions(record["config_hash"]), record["labels"])["auc_macro"]
+            except (OSError, ValueError, KeyError, EOFError):
+                pass
+        aucs.append(np.nan if auc is None else auc)
+    frame["auc"] = aucs
+    return frame
 
 
 def _pooled_uar(rows: pd.DataFrame) -> float:
@@ -28,10 +59,10 @@ def _pooled_uar(rows: pd.DataFrame) -> float:
 
 
 def _model_table(group: pd.DataFrame) -> pd.DataFrame:
-    pooled = group.groupby("model")[["seed", "confusion"]].apply(_pooled_uar).rename("uar_pooled")
-    summary = group.groupby("model").agg(
+    pooled = group.groupby("entry")[["seed", "confusion"]].apply(_pooled_uar).rename("uar_pooled")
+    summary = group.groupby("entry").agg(
         uar_mean=("uar", "mean"), uar_std=("uar", "std"), accuracy=("accuracy", "mean"),
-        macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"),
+        macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"), auc=("auc", "mean"),
         fit_seconds=("fit_seconds", "mean"), rows=("uar", "size"),
     )
     summary["uar_std"] = summary["uar_std"].fillna(0.0)
@@ -67,7 +98,7 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
     labels = list(group.iloc[0]["labels"])
     rows = []
     for model in models:
-        scores = pd.DataFrame(list(group[group["model"] == model]["per_class_f1"])).mean()
+        scores = pd.DataFrame(list(group[group["entry"] == model]["per_class_f1"])).mean()
         rows.append([model, *(f"{scores.get(label, 0.0):.3f}" for label in labels)])
     return tabulate(rows, headers=["model", *labels], tablefmt="github")
 
@@ -77,11 +108,12 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     table = _model_table(group)
     rows = [
         [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}", f"{r.uar_pooled:.3f}", f"{r.accuracy:.3f}",
-         f"{r.macro_f1:.3f}", f"{r.weighted_f1:.3f}", f"{r.fit_seconds:.1f}"]
+         f"{r.macro_f1:.3f}", f"{r.weighted_f1:.3f}", "—" if np.isnan(r.auc) else f"{r.auc:.3f}",
+         f"{r.fit_seconds:.1f}"]
         for rank, (model, r) in enumerate(table.iterrows(), start=1)
     ]
     headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "accuracy", "macro-F1", "weighted F1",
-               "fit s/fold"]
+               "macro AUC", "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
     title = f"## {corpus} — {protocol}"
     if not _speaker_independent(group):
@@ -93,8 +125,17 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
         _per_class_table(group, top),
         _dataset_facts(group),
     ]
+    gender_rows = [
+        [entry[: -len(" +gender")], f"{table.loc[entry[: -len(' +gender')], 'uar_mean']:.3f}",
+         f"{r.uar_mean:.3f}", f"{r.uar_mean - table.loc[entry[: -len(' +gender')], 'uar_mean']:+.3f}"]
+        for entry, r in table.iterrows() if entry.endswith(" +gender") and entry[: -len(" +gender")] in table.index
+    ]
+    if gender_rows:
+        parts += ["Speaker gender (from the corpus metadata) appended to the utterance functionals:",
+                  tabulate(gender_rows, headers=["model", "UAR without", "UAR with gender", "difference"],
+                           tablefmt="github", disable_numparse=True)]
     if figure_links:
-        parts.append("Learning curves: " + ", ".join(figure_links) + ".")
+        parts.append("Figures: " + ", ".join(figure_links) + ".")
     return "\n\n".join(parts)
 
 
@@ -144,12 +185,29 @@ def per_speaker_section(corpus: str, protocol: str, model: str, predictions: pd.
     ])
 
 
-def _best_predictions(group: pd.DataFrame, model: str, load_predictions) -> pd.DataFrame | None:
-    rows = group[(group["model"] == model) & (group["seed"] == group["seed"].min())]
+def _best_predictions(group: pd.DataFrame, entry: str, load_predictions) -> pd.DataFrame | None:
+    rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
     try:
         return pd.concat([load_predictions(key) for key in rows["config_hash"]], ignore_index=True)
     except (OSError, ValueError, EOFError):
         return None
+
+
+def _tables(frame: pd.DataFrame):
+    """(target, corpus, protocol, rows) of every ranked table: emotion first, cross-corpus rows excluded."""
+    ranked = frame[frame["protocol"] != "cross_corpus"]
+    targets = sorted(ranked["target"].unique(), key=lambda t: (t != "emotion", t))
+    for target in targets:
+        for (corpus, protocol), group in ranked[ranked["target"] == target].groupby(["corpus", "protocol"]):
+            yield target, corpus, protocol, group
+
+
+def _is_main_table(frame: pd.DataFrame, target: str, corpus: str, protocol: str, group: pd.DataFrame) -> bool:
+    """The table of a single corpus whose best model gets the per-speaker table and the ROC figure."""
+    if target != "emotion" or ("corpora" in group.columns and group["corpora"].notna().any()):
+        return False
+    protocols = set(frame[(frame["corpus"] == corpus) & (frame["target"] == target)]["protocol"])
+    return protocol == ("speaker_folds" if "speaker_folds" in protocols else min(protocols))
 
 
 def render_leaderboard(
@@ -158,50 +216,79 @@ def render_leaderboard(
 ) -> tuple[str, dict[str, tuple[str, float]]]:
     """The whole leaderboard markdown and the best model per corpus/protocol.
 
-    `figures` maps (corpus, protocol, model) to a PNG; links are written relative to `link_base`.
+    `figures` maps (corpus, protocol, name) to a PNG; links are written relative to `link_base`.
     """
     figures = figures or {}
     header = [
         f"# ser-bench leaderboard: `{suite.name}` suite",
         suite.description,
-        "Every number is speaker-independent: no speaker is in both the training and the test side of any fold. "
-        "UAR is unweighted average recall (balanced accuracy) over the classes present in a test fold; "
-        "'UAR pooled' is computed once over all folds' test predictions, which is steadier when folds "
-        "hold few speakers or lack some classes. Built from "
+        "Every number is speaker-independent unless a table says otherwise: no speaker is in both the training "
+        "and the test side of any fold. UAR is unweighted average recall (balanced accuracy) over the classes "
+        "present in a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier "
+        "when folds hold few speakers or lack some classes. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
+        "from the stored out-of-fold probabilities (mean over folds). Built from "
         f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
     ]
     if not records:
         return "\n\n".join([*header, "_No records yet._"]) + "\n", {}
-    frame = records_frame(records)
-    is_cross = frame["protocol"] == "cross_corpus"
-    is_multi = frame["corpora"].notna() if "corpora" in frame.columns else pd.Series(False, index=frame.index)
+    frame = records_frame(records, load_predictions)
     sections, speakers, best = [], [], {}
-    for (corpus, protocol), group in frame[~is_cross].groupby(["corpus", "protocol"], sort=True):
+    shown_target = "emotion"
+    for target, corpus, protocol, group in _tables(frame):
+        if target != shown_target:
+            sections.append(f"# {target.capitalize()} recognition\n\nThe same features, models and "
+                            f"speaker-independent folds, predicting the speaker's {target} from the corpus "
+                            f"metadata. Corpora without {target} metadata are left out, not guessed.")
+            shown_target = target
         links = [
-            f"[{model}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
-            for (c, p, model), path in sorted(figures.items()) if (c, p) == (corpus, protocol)
-        ]
-        sections.append(corpus_section(corpus, protocol, group, links))
+            f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
+            for (c, p, name), path in sorted(figures.items()) if (c, p) == (corpus, protocol)
+        ] if target == "emotion" else []
+        title_corpus = corpus if target == "emotion" else f"{corpus} ({target})"
+        sections.append(corpus_section(title_corpus, protocol, group, links))
         table = _model_table(group)
-        best[f"{corpus}/{protocol}"] = (table.index[0], float(table.iloc[0]["uar_mean"]))
-        protocols = set(frame[frame["corpus"] == corpus]["protocol"])
-        main_protocol = "speaker_folds" if "speaker_folds" in protocols else min(protocols)
-        if load_predictions is not None and protocol == main_protocol and not is_multi[group.index].any():
+        best[f"{corpus}/{protocol}" + ("" if target == "emotion" else f"/{target}")] = (
+            table.index[0], float(table.iloc[0]["uar_mean"]))
+        if load_predictions is not None and _is_main_table(frame, target, corpus, protocol, group):
             predictions = _best_predictions(group, table.index[0], load_predictions)
             if predictions is not None:
                 speakers.append(per_speaker_section(corpus, protocol, table.index[0], predictions))
-    if is_cross.any():
-        sections.append(cross_corpus_section(frame[is_cross]))
-    if speakers:
-        sections += ["## Per-speaker results of the best model of each corpus", *speakers]
+    cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
+    emotion_part = [*(["## Per-speaker results of the best model of each corpus", *speakers] if speakers else [])]
+    if not cross.empty:
+        emotion_part.insert(0, cross_corpus_section(cross))
+    split = _first_other_target(sections)
+    sections = [*sections[:split], *emotion_part, *sections[split:]]
     return "\n\n".join([*header, *sections]) + "\n", best
+
+
+def _first_other_target(sections: list[str]) -> int:
+    return next((i for i, text in enumerate(sections) if text.startswith("# ")), len(sections))
+
+
+def roc_figures(frame: pd.DataFrame, load_predictions, folder: Path) -> dict[tuple[str, str, str], Path]:
+    """A ROC-curve figure for the best model of each corpus' main table."""
+    figures = {}
+    for target, corpus, protocol, group in _tables(frame):
+        if not _is_main_table(frame, target, corpus, protocol, group):
+            continue
+        entry = _model_table(group).index[0]
+        predictions = _best_predictions(group, entry, load_predictions)
+        if predictions is not None:
+            path = folder / f"roc-{slug(corpus)}-{protocol}-{slug(entry)}.png"
+            figures[(corpus, protocol, f"ROC curves of {entry}")] = roc_curves(
+                predictions, list(group.iloc[0]["labels"]), f"{entry} on {corpus} ({protocol}), out-of-fold", path)
+    return figures
 
 
 def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | None = None) -> dict:
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
     records = store.load()
-    figures = learning_curves(records_frame(records), store.folder / "figures") if records else {}
     load = store.load_predictions
+    figures = {}
+    if records:
+        frame = records_frame(records)
+        figures = learning_curves(frame, store.folder / "figures") | roc_figures(frame, load, store.folder / "figures")
     markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder, load_predictions=load)
     path = store.folder / "leaderboard.md"
     atomic_write_bytes(path, markdown.encode())

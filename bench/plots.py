@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 
 def slug(text: str) -> str:
     """A file-name-safe form of a table name such as 'ravdess->urdu' or 'ravdess+urdu'."""
-    return text.replace("->", "_to_").replace("+", "_and_").replace("/", "_")
+    return text.replace("->", "_to_").replace(" +", "_with_").replace("+", "_and_").replace(" · ", "_") \
+        .replace("/", "_").replace(" ", "_")
 
 
 def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, str], Path]:
@@ -21,8 +22,9 @@ def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, s
     if "curves" not in frame.columns:
         return {}
     figures = {}
-    with_curves = frame[frame["curves"].apply(lambda c: isinstance(c, dict) and bool(c.get("loss")))]
-    for (corpus, protocol, model), group in with_curves.groupby(["corpus", "protocol", "model"], sort=True):
+    with_curves = frame[frame["curves"].apply(lambda c: isinstance(c, dict) and bool(c.get("loss")))
+                        & (frame["target"] == "emotion")]
+    for (corpus, protocol, model), group in with_curves.groupby(["corpus", "protocol", "entry"], sort=True):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
         for _, row in group.sort_values(["seed", "fold"]).iterrows():
             curves = row["curves"]
@@ -36,9 +38,31 @@ def learning_curves(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, s
             axis.set_xlabel("epoch")
         if axes[1].lines:
             axes[1].legend(fontsize=6, ncol=2)
-        path = folder / f"curves-{slug(corpus)}-{protocol}-{model}.png"
+        path = folder / f"curves-{slug(corpus)}-{protocol}-{slug(model)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=80, metadata={"Software": None})
         plt.close(fig)
         figures[(corpus, protocol, model)] = path
     return figures
+
+
+def roc_curves(predictions: pd.DataFrame, labels: list[str], title: str, path: Path) -> Path:
+    """One-vs-rest ROC curve per class from pooled out-of-fold probabilities."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, axis = plt.subplots(figsize=(4.8, 4.2), constrained_layout=True)
+    truth = predictions["true"].astype(str)
+    for label in labels:
+        positives = (truth == label).to_numpy()
+        if 0 < positives.sum() < len(positives):
+            fpr, tpr, _ = roc_curve(positives, predictions[f"p_{label}"])
+            axis.plot(fpr, tpr, lw=1, label=f"{label} (AUC {roc_auc_score(positives, predictions[f'p_{label}']):.2f})")
+    axis.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return path

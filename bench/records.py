@@ -23,6 +23,12 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def record_identity(record: dict) -> tuple:
+    """What a row measures: (corpus, protocol, model, fold, seed, target, variant); one current row each."""
+    return (record["corpus"], record["protocol"], record["model"], record["fold"], record["seed"],
+            record.get("target", "emotion"), json.dumps(record.get("variant", {}), sort_keys=True))
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages whose behaviour affects results."""
     versions = {}
@@ -99,14 +105,14 @@ class RecordStore:
             os.fsync(stream.fileno())
 
     def supersede(self, planned: dict[tuple, str]) -> int:
-        """Move out records whose (corpus, protocol, model, fold, seed) is now planned with another config.
+        """Move out records whose identity (see record_identity) is now planned with another config.
 
         The table then holds one row per identity, always of the current configuration; the old
         rows stay auditable in records.superseded.jsonl.
         """
         keep, old = [], []
         for record in self.load():
-            identity = (record["corpus"], record["protocol"], record["model"], record["fold"], record["seed"])
+            identity = record_identity(record)
             stale = identity in planned and planned[identity] != record["config_hash"]
             (old if stale else keep).append(record)
         if old:

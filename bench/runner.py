@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,12 +17,14 @@ from tqdm.auto import tqdm
 
 from bench.inputs import ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
-from bench.records import RecordStore, config_hash, package_versions
+from bench.records import RecordStore, config_hash, package_versions, record_identity
 from bench.suite import Suite
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.feature_cache import FeatureSet, extract_features
-from ser_models.metrics import classification_metrics
+from ser_models.features import FeatureSpec
+from ser_models.metrics import classification_metrics, roc_auc
 from ser_models.models import model_names, model_spec
+from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import (
     PROTOCOLS,
     Fold,
@@ -75,6 +78,7 @@ class RunOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool | None = None  # None: bars only on a terminal
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest (from --manifest)
+    target: str = "emotion"  # what the suite's main tables predict (--target gender)
 
 
 @dataclass
@@ -169,14 +173,18 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
 
 @dataclass
 class Dataset:
-    """What one leaderboard table is computed on: a corpus, merged corpora, or a cross-corpus pair."""
+    """What one leaderboard table (or a set of its rows) is computed on."""
 
     name: str  # "ravdess"; "ravdess+urdu" (combined); "ravdess->urdu" (cross-corpus)
     corpora: tuple[str, ...]
     features: FeatureSet
     protocols: tuple[str, ...]
     corpus_options: dict
+    spec: FeatureSpec
     fold_options: dict = field(default_factory=dict)  # extra make_folds options (cross-corpus sides, K)
+    target: str = "emotion"  # the manifest column predicted
+    variant: dict = field(default_factory=dict)  # {feature_set: ...} or {gender_input: True}: extra rows
+    models: tuple[str, ...] | None = None  # None: the suite's models under each protocol
 
 
 @dataclass
@@ -192,53 +200,95 @@ class Job:
     test: np.ndarray
 
 
-def _labels_of(features: FeatureSet) -> set[str]:
-    return set(features.manifest["emotion"])
+def _labels_of(features: FeatureSet, target: str) -> set[str]:
+    return set(features.manifest[target])
 
 
-def _restricted(features: FeatureSet, labels: set[str]) -> FeatureSet:
-    return features.subset(np.flatnonzero(features.manifest["emotion"].isin(labels).to_numpy()))
+def _restricted(features: FeatureSet, target: str, labels: set[str]) -> FeatureSet:
+    return features.subset(np.flatnonzero(features.manifest[target].isin(labels).to_numpy()))
 
 
-def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet]) -> list[Dataset]:
-    """Per-corpus tables, then the combined table and the cross-corpus pairs when the suite asks for them."""
+def _has_gender(name: str, features: FeatureSet, why: str) -> bool:
+    """True when every utterance has a known gender and both occur; otherwise say why the rows are left out."""
+    unknown = int((~features.manifest["gender"].isin(["female", "male"])).sum())
+    if unknown:
+        log.warning("%s: %s skipped: %d utterances have no gender metadata (not guessed)", name, why, unknown)
+    elif features.manifest["gender"].nunique() < 2:
+        log.warning("%s: %s skipped: every speaker has the same gender", name, why)
+    return unknown == 0 and features.manifest["gender"].nunique() == 2
+
+
+def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: str = "emotion",
+                  variant_sets: dict[tuple[str, str], FeatureSet] | None = None) -> list[Dataset]:
+    """Per-corpus tables, the combined table and cross-corpus pairs, other tasks, then variant rows."""
     scopes = {p: PROTOCOLS[p].scope for p in suite.protocols}
     per_corpus = tuple(p for p in suite.protocols if scopes[p] == "corpus")
+    spec = suite.features
     datasets = []
     for name, features in corpus_sets.items():
+        if target == "gender" and not _has_gender(name, features, "gender task"):
+            continue
         protocols = per_corpus
         if features.manifest["speaker"].nunique() < 4:  # no speaker-independent claim possible: say so
             protocols = tuple(dict.fromkeys("speaker_dependent" if p == "speaker_folds" else p for p in protocols))
-        datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {})))
-    names = sorted(corpus_sets)
-    if len(names) < 2:
+        datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {}), spec,
+                                target=target))
+    names = sorted(n for n in corpus_sets if any(d.name == n for d in datasets))
+    if len(names) >= 2:
+        datasets += _multi_corpus(suite, {n: corpus_sets[n] for n in names}, scopes, target)
+    if target != "emotion":
         return datasets
+    for task, models in suite.tasks.items():
+        for name, features in corpus_sets.items():
+            if features.manifest["speaker"].nunique() >= 4 and _has_gender(name, features, f"{task} task"):
+                datasets.append(Dataset(name, (name,), features, ("speaker_folds",), suite.corpus_options.get(name, {}),
+                                        spec, target=task, models=models))
+    for variant in suite.variants:
+        extra = {k: v for k, v in variant.items() if k not in ("models", "protocols")}
+        for name, features in corpus_sets.items():
+            if "feature_set" in extra:
+                if (name, extra["feature_set"]) not in (variant_sets or {}):
+                    continue  # its extra is not installed (said when loading)
+                features = variant_sets[(name, extra["feature_set"])]
+            if extra.get("gender_input") and not _has_gender(name, features, "gender-input rows"):
+                continue
+            protocols = tuple(p for p in variant["protocols"] if p in per_corpus)
+            variant_spec = FeatureSpec(**{**asdict(spec), "feature_set": extra.get("feature_set", spec.feature_set)})
+            datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {}),
+                                    variant_spec, variant=extra, models=variant["models"]))
+    return datasets
+
+
+def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict, target: str) -> list[Dataset]:
+    names = sorted(corpus_sets)
     options = {c: suite.corpus_options.get(c, {}) for c in names}
+    datasets = []
     if "combined" in scopes.values():
-        label_sets = [_labels_of(corpus_sets[c]) for c in names]
+        label_sets = [_labels_of(corpus_sets[c], target) for c in names]
         labels = set.union(*label_sets) if suite.combined.get("labels") == "all" else set.intersection(*label_sets)
-        merged = FeatureSet.concat([_restricted(corpus_sets[c], labels) for c in names])
-        datasets.append(Dataset("+".join(names), tuple(names), merged, ("combined",), options,
-                                {"n_folds": suite.combined.get("n_folds")}))
+        merged = FeatureSet.concat([_restricted(corpus_sets[c], target, labels) for c in names])
+        datasets.append(Dataset("+".join(names), tuple(names), merged, ("combined",), options, suite.features,
+                                {"n_folds": suite.combined.get("n_folds")}, target=target))
     if "cross" in scopes.values():
         sides = [((a,), b) for a in names for b in names if a != b]
         if len(names) > 2:  # also every other corpus together -> one
             sides += [(tuple(c for c in names if c != b), b) for b in names]
         for train, test in sides:
-            labels = set.union(*(_labels_of(corpus_sets[c]) for c in train)) & _labels_of(corpus_sets[test])
+            labels = set.union(*(_labels_of(corpus_sets[c], target) for c in train))
+            labels &= _labels_of(corpus_sets[test], target)
             if len(labels) < 2:
                 log.warning("cross-corpus %s->%s skipped: fewer than 2 shared labels", "+".join(train), test)
                 continue
-            merged = FeatureSet.concat([_restricted(corpus_sets[c], labels) for c in (*train, test)])
+            merged = FeatureSet.concat([_restricted(corpus_sets[c], target, labels) for c in (*train, test)])
             datasets.append(Dataset(f"{'+'.join(train)}->{test}", (*train, test), merged, ("cross_corpus",),
-                                    {c: options[c] for c in (*train, test)},
-                                    {"train_corpora": train, "test_corpus": test}))
+                                    {c: options[c] for c in (*train, test)}, suite.features,
+                                    {"train_corpora": train, "test_corpus": test}, target=target))
     return datasets
 
 
 def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
     suite, corpus, features = options.suite, dataset.name, dataset.features
-    labels = sorted(features.manifest["emotion"].unique())
+    labels = sorted(features.manifest[dataset.target].unique())
     seeds = options.seeds or suite.seeds
     jobs, reused, planned = [], 0, {}
     fold_options = {k: v for k, v in dataset.fold_options.items() if v is not None}
@@ -250,6 +300,8 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                 log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
                 break
             allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
+            if dataset.models is not None:
+                allowed &= set(resolve_models(dataset.models))
             for model in models:
                 if model not in allowed:
                     continue
@@ -258,13 +310,17 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                     key = config_hash({
                         "corpus": corpus, "corpus_options": dataset.corpus_options,
                         "protocol": protocol, **fold.hash_fields(),
-                        "model": model, "params": params, "seed": seed, "features": suite.features.key(),
+                        "model": model, "params": params, "seed": seed, "features": dataset.spec.key(),
                         "data": features.fingerprint(), "labels": labels,
+                        **({"target": dataset.target} if dataset.target != "emotion" else {}),
+                        **({"variant": dataset.variant} if dataset.variant else {}),
                         **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
                         # version 1 is implicit, so hashes of rows recorded before versions existed still match
                         **({"model_version": version} if (version := model_spec(model).version) > 1 else {}),
                     })
-                    planned[(corpus, protocol, model, fold.index, seed)] = key
+                    identity = {"corpus": corpus, "protocol": protocol, "model": model, "fold": fold.index,
+                                "seed": seed, "target": dataset.target, "variant": dataset.variant}
+                    planned[record_identity(identity)] = key
                     if key in done:
                         reused += 1
                         continue
@@ -276,7 +332,7 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
 def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labels: list[str]):
     features = dataset.features
     manifest = features.manifest
-    y_test = manifest["emotion"].to_numpy()[job.test]
+    y_test = manifest[dataset.target].to_numpy()[job.test]
     probabilities = np.zeros((len(job.test), len(labels)))
     for column, label in enumerate(outcome["classes"]):
         probabilities[:, labels.index(label)] = outcome["probabilities"][:, column]
@@ -300,15 +356,17 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
     record = {
         "suite": options.suite.name, "corpus": job.corpus, "protocol": job.protocol, "model": job.model,
         "family": model_spec(job.model).family, "fold": job.fold.index, "seed": job.seed,
-        "config_hash": job.key, "labels": labels, **multi,
+        "config_hash": job.key, "labels": labels, "target": dataset.target, **multi,
+        **({"variant": dataset.variant} if dataset.variant else {}),
         **({} if job.fold.speaker_independent else {"speaker_independent": False}),
         **classification_metrics(y_test, outcome["predicted"], labels),
+        **roc_auc(y_test, probabilities, labels),
         "n_train": int(len(job.train)), "n_test": int(len(job.test)),
         "train_speakers": train_speakers, "test_speakers": test_speakers,
         "validation_speakers": outcome["validation_speakers"], "curves": outcome["curves"],
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
         "params": job.params, "model_version": model_spec(job.model).version,
-        "features": asdict(options.suite.features) | {"key": options.suite.features.key()},
+        "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
         "augment": [asdict(a) for a in options.suite.augment],
         "data_fingerprint": features.fingerprint(), "versions": package_versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -316,7 +374,7 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
     return record, predictions
 
 
-def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
+def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None) -> FeatureSet:
     corpus_options = options.suite.corpus_options.get(corpus, {})
     root = corpus_root(corpus, corpus_options, options.data_root, options.cache_dir)
     manifest = load_corpus(corpus, root, **corpus_options)
@@ -325,7 +383,8 @@ def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
         if manifest.empty:
             raise BenchError(f"corpus {corpus!r}: no utterances left after the suite's label options")
     features = extract_features(
-        manifest, options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs, progress=options.progress
+        manifest, spec or options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs,
+        progress=options.progress,
     )
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
@@ -333,9 +392,9 @@ def _load_features(options: RunOptions, corpus: str) -> FeatureSet:
     return features
 
 
-def _augmented_features(options: RunOptions, features: FeatureSet) -> list[FeatureSet]:
+def _augmented_features(options: RunOptions, dataset: Dataset) -> list[FeatureSet]:
     return [
-        extract_features(features.manifest, options.suite.features, cache_dir=options.cache_dir,
+        extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
                          n_jobs=options.jobs, progress=options.progress, augmentation=augmentation)
         for augmentation in options.suite.augment
     ]
@@ -366,7 +425,17 @@ def run_suite(options: RunOptions) -> RunSummary:
     for corpus in corpora:
         corpus_sets[corpus] = _load_features(options, corpus)
         skipped_rows += [{"corpus": corpus, **row} for row in corpus_sets[corpus].skipped]
-    for dataset in plan_datasets(suite, corpus_sets):
+    variant_sets = {}
+    for feature_set in dict.fromkeys(v["feature_set"] for v in suite.variants if "feature_set" in v):
+        spec = dataclasses.replace(suite.features, feature_set=feature_set)
+        try:
+            spec.check_available()
+        except MissingExtraError as error:
+            log.warning("rows on the %s feature set left out: %s", feature_set, error)
+            continue
+        for corpus in corpora:
+            variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec)
+    for dataset in plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets):
         features = dataset.features
         jobs, reused_here, planned = _plan_jobs(options, dataset, models, done)
         superseded = store.supersede(planned)
@@ -374,8 +443,9 @@ def run_suite(options: RunOptions) -> RunSummary:
             log.warning("%s: %d records of an older configuration moved to %s", dataset.name, superseded,
                         store.superseded_path.name)
         reused += reused_here
-        labels = sorted(features.manifest["emotion"].unique())
-        inputs = ModelInputs(features, _augmented_features(options, features) if jobs else [])
+        labels = sorted(features.manifest[dataset.target].unique())
+        inputs = ModelInputs(features, _augmented_features(options, dataset) if jobs else [], target=dataset.target,
+                             gender_input=bool(dataset.variant.get("gender_input")))
         calls = (
             delayed(fit_and_predict)(job.model, job.params, job.seed,
                                      *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent))

@@ -41,6 +41,8 @@ class Suite:
     labels: dict = field(default_factory=dict)  # harmonisation for every corpus: {merge = {...}, drop = [...]}
     combined: dict = field(default_factory=dict)  # combined protocol: {labels = "shared"|"all", n_folds = K}
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest file
+    tasks: dict = field(default_factory=dict)  # other targets -> their models, e.g. {gender = ["classical"]}
+    variants: tuple[dict, ...] = ()  # extra rows: {feature_set = "egemaps"} or {gender_input = true}, with models
 
 
 def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
@@ -107,7 +109,33 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         labels=_label_options(data.get("labels", {}), default_name),
         combined=_combined_options(data.get("combined", {}), default_name),
         manifests={str(k): str(v) for k, v in data.get("manifests", {}).items()},
+        tasks=_tasks(data.get("tasks", {}), default_name),
+        variants=tuple(_variant(v, default_name) for v in data.get("variants", [])),
     )
+
+
+TASKS = ("gender",)  # targets other than emotion, read from the manifest column of the same name
+FEATURE_SETS = ("librosa", "egemaps", "compare")
+
+
+def _tasks(tasks: dict, suite: str) -> dict:
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise SuiteError(f"suite {suite!r}: unknown tasks {unknown}; choose from {list(TASKS)}")
+    return {task: tuple(models) for task, models in tasks.items()}
+
+
+def _variant(variant: dict, suite: str) -> dict:
+    allowed = {"feature_set", "gender_input", "models", "protocols"}
+    unknown = sorted(set(variant) - allowed)
+    if unknown or "models" not in variant or not ({"feature_set", "gender_input"} & set(variant)):
+        raise SuiteError(f"suite {suite!r}: a [[variants]] entry needs models and feature_set or gender_input "
+                         f"(allowed keys: {sorted(allowed)}), got {variant}")
+    if variant.get("feature_set", "librosa") not in FEATURE_SETS:
+        raise SuiteError(f"suite {suite!r}: unknown feature_set {variant['feature_set']!r}; choose from {FEATURE_SETS}")
+    return {"models": tuple(variant["models"]), "protocols": tuple(variant.get("protocols", ("speaker_folds",))),
+            **({"feature_set": variant["feature_set"]} if variant.get("feature_set", "librosa") != "librosa" else {}),
+            **({"gender_input": True} if variant.get("gender_input") else {})}
 
 
 def _label_options(options: dict, suite: str) -> dict:

@@ -136,6 +136,7 @@ def extract_features(
 
     Files that cannot be read or analysed are left out and listed in `skipped`.
     """
+    spec.check_available()
     cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
     paths = manifest["path"].tolist()
     keys = [content_hash(p) for p in paths]

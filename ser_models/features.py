@@ -17,6 +17,7 @@ import numpy as np
 
 from ser_models.audio import load_audio
 from ser_models.augment import Augmentation
+from ser_models.opensmile_features import OPENSMILE_SETS, opensmile_features, opensmile_module, opensmile_names
 
 # Bump whenever the numbers this module produces change: it invalidates the cache.
 FEATURE_CODE_VERSION = 3
@@ -41,11 +42,25 @@ class FeatureSpec:
     fmin_f0: float = 60.0
     fmax_f0: float = 500.0
     mel_functionals: bool = True
+    feature_set: str = "librosa"  # or "egemaps" / "compare": openSMILE's sets (the opensmile extra)
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in ("librosa", *OPENSMILE_SETS):
+            choices = ", ".join(("librosa", *OPENSMILE_SETS))
+            raise ValueError(f"unknown feature_set {self.feature_set!r}; choose from {choices}")
 
     def key(self) -> str:
         """A short stable hash of the spec and the feature-code version."""
-        payload = json.dumps({**asdict(self), "code_version": FEATURE_CODE_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if self.feature_set == "librosa":
+            del fields["feature_set"]  # librosa keys predate openSMILE support
+        payload = json.dumps({**fields, "code_version": FEATURE_CODE_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def check_available(self) -> None:
+        """Raise MissingExtraError (with the install command) when the spec needs an absent extra."""
+        if self.feature_set != "librosa":
+            opensmile_module()
 
     def lld_names(self) -> list[str]:
         """Names of the frame-level descriptors, in row order of the LLD matrix."""
@@ -63,10 +78,14 @@ class FeatureSpec:
 
     def frame_names(self) -> list[str]:
         """Columns of the frame matrix given to sequence models: log-mel, then the LLDs."""
+        if self.feature_set != "librosa":
+            return opensmile_names(self.feature_set, "LowLevelDescriptors")
         return [f"logmel{i}" for i in range(self.n_mels)] + self.lld_names()
 
     def functional_names(self) -> list[str]:
         """Names of the utterance-level vector, in order."""
+        if self.feature_set != "librosa":
+            return opensmile_names(self.feature_set, "Functionals")
         names = [f"{lld}__{fn}" for lld in self.lld_names() for fn in FUNCTIONALS]
         if self.mel_functionals:
             names += [f"logmel{i}__{fn}" for i in range(self.n_mels) for fn in ("mean", "std", "p90")]
@@ -139,6 +158,8 @@ def _fit_length(values: np.ndarray, n_frames: int) -> np.ndarray:
 
 def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
     """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`."""
+    if spec.feature_set != "librosa":
+        return UtteranceFeatures(*opensmile_features(y, spec.sample_rate, spec.feature_set))
     sr, hop = spec.sample_rate, spec.hop_length
     stft = np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop))
     power = stft**2

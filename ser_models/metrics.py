@@ -13,6 +13,7 @@ from sklearn.metrics import (
     f1_score,
     precision_score,
     recall_score,
+    roc_auc_score,
 )
 
 
@@ -50,3 +51,24 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
                          for label, v in zip(labels, per_class, strict=True)},
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def roc_auc(y_true: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> dict:
+    """One-vs-rest ROC AUC per class (columns of `probabilities` follow `labels`) and their macro mean.
+
+    A class without positives or without negatives in `y_true` has no AUC (None) and is left
+    out of the mean, like UAR's classes that are absent from a fold.
+    """
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities, dtype=float)
+    per_class = {}
+    for column, label in enumerate(labels):
+        positives = y_true == label
+        per_class[label] = (float(roc_auc_score(positives, probabilities[:, column]))
+                            if 0 < positives.sum() < len(y_true) else None)
+    scores = [v for v in per_class.values() if v is not None]
+    return {"auc_macro": float(np.mean(scores)) if scores else None, "auc_per_class": per_class}
+
+
+def roc_auc_from_predictions(predictions, labels: Sequence[str]) -> dict:
+    """roc_auc from a stored predictions table (columns true and p_<label>)."""
+    return roc_auc(predictions["true"].astype(str), predictions[[f"p_{label}" for label in labels]].to_numpy(), labels)

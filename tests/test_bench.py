@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.leaderboard import render_leaderboard
+from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, run_suite
 from bench.suite import SuiteError, load_suite, parse_suite
@@ -72,10 +72,12 @@ def test_interrupted_run_redoes_only_the_missing_fold(tiny_run, tmp_path):
 def test_report_rebuilds_the_same_leaderboard_from_records(tiny_run):
     options, summary = tiny_run
     store = RecordStore(summary.folder)
-    markdown, _ = render_leaderboard(store.load(), options.suite, link_base=store.folder,
-                                     load_predictions=store.load_predictions)
-    assert markdown == summary.leaderboard.read_text()
-    assert "per-speaker results of `" in markdown
+    before = summary.leaderboard.read_text()
+    summary.leaderboard.unlink()
+    write_leaderboards(store, options.suite)
+    markdown = summary.leaderboard.read_text()
+    assert markdown == before
+    assert "per-speaker results of `" in markdown and "macro AUC" in markdown
 
 
 def test_smoke_suite_is_learnable_but_not_trivial(tmp_path):
@@ -149,7 +151,7 @@ def test_deep_models_run_through_the_harness_with_honest_validation(tmp_path):
         assert set(record["validation_speakers"]) <= set(record["train_speakers"])
         assert not set(record["validation_speakers"]) & set(record["test_speakers"])
         assert len(record["curves"]["loss"]) >= 1
-    figures = sorted(p.name for p in (summary.folder / "figures").glob("*.png"))
+    figures = sorted(p.name for p in (summary.folder / "figures").glob("curves-*.png"))
     assert figures == ["curves-synthetic-speaker_folds-cnn.png", "curves-synthetic-speaker_folds-mlp.png"]
     assert "(figures/curves-synthetic-speaker_folds-cnn.png)" in summary.leaderboard.read_text()
 

@@ -31,7 +31,8 @@ SMALL = {"epochs": 2, "width": 8, "batch_size": 16}
 
 
 def test_every_deep_architecture_is_registered():
-    assert set(model_names("deep")) == {"mlp", "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer"}
+    assert set(model_names("deep")) == {"mlp", "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer",
+                                        "fusion"}
     assert model_spec("mlp").input == "functionals" and model_spec("lstm").input == "frames"
 
 

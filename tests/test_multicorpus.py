@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -92,7 +94,11 @@ def test_few_speakers_get_a_speaker_dependent_table(two_corpora, tmp_path):
 
 
 def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, capsys):
-    code = main(["run", "--suite", "full", "--manifest", f"alpha={two_corpora['alpha']}", "--data-root",
+    """8 speakers (2 folds), 2 emotions, 1 utterance each: small enough for every model and variant."""
+    table = pd.concat([pd.read_csv(two_corpora[name]) for name in ("alpha", "beta")])
+    table = table[table["emotion"] != "neutral"].groupby(["speaker", "emotion"]).head(1)
+    table.to_csv(tmp_path / "mine.csv", index=False)
+    code = main(["run", "--suite", "full", "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
                  str(tmp_path), "--budget", "0.05", "--jobs", "1", "--results-dir", str(tmp_path / "r"),
                  "--cache-dir", str(tmp_path / "c")])
     assert code == 0, capsys.readouterr().err
@@ -100,5 +106,7 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     from ser_models.models import model_names
 
     assert {r["model"] for r in records} == set(model_names())
-    assert {(r["corpus"], r["protocol"]) for r in records} == {("alpha", "speaker_folds")}
+    assert {(r["corpus"], r["protocol"]) for r in records} == {("mine", "speaker_folds")}
+    assert {r["target"] for r in records} == {"emotion", "gender"}
+    assert {json.dumps(r.get("variant", {}), sort_keys=True) for r in records} >= {"{}", '{"gender_input": true}'}
     assert (tmp_path / "r" / "leaderboard.md").exists()

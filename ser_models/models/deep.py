@@ -106,6 +106,17 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout):
     return _head(keras, pooled, n_classes, width, dropout)
 
 
+def build_fusion(keras, inputs, n_classes, width, dropout):
+    """SER-FusionNet style: a small CNN learns from the frames; its pooled output joins the utterance statistics."""
+    frames, mask, utterance = inputs
+    x, m = frames, mask
+    for filters in (width, width):
+        x, m = _conv_block(keras, x, m, filters)
+    learned = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
+    statistics = keras.layers.Dense(2 * width, activation="relu")(keras.layers.Dropout(dropout / 2)(utterance))
+    return _head(keras, keras.layers.Concatenate()([learned, statistics]), n_classes, width, dropout)
+
+
 def _recurrent(layer_name: str, bidirectional: bool = False, conv_front: bool = False):
     def build(keras, inputs, n_classes, width, dropout):
         frames, mask = inputs
@@ -167,6 +178,7 @@ ARCHITECTURES: dict[str, Callable] = {
     "bilstm": _recurrent("LSTM", bidirectional=True),
     "cnn_lstm": _recurrent("LSTM", conv_front=True),
     "transformer": build_transformer,
+    "fusion": build_fusion,
 }
 
 
@@ -229,13 +241,22 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(X, FrameBatch):
             values = (X.values.astype(np.float32) - self.mean_) / self.scale_
             mask = X.mask()
-            return [values * mask[:, :, None], mask]
+            arrays = [values * mask[:, :, None], mask]
+            if X.utterance is not None:  # fusion: the utterance statistics, scaled by training rows too
+                vectors = np.asarray(X.utterance, dtype=np.float32)
+                arrays.append((vectors - self.utterance_mean_) / self.utterance_scale_)
+            return arrays
         return [((np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_)]
 
     def _fit_scaler(self, X) -> None:
+        """Standardisation statistics from the rows given (the training rows only)."""
         if isinstance(X, FrameBatch):
             mask = X.mask().astype(bool)
             real = X.values[mask].astype(np.float64)  # training frames only, padding excluded
+            if X.utterance is not None:
+                vectors = np.asarray(X.utterance, dtype=np.float64)
+                self.utterance_mean_ = vectors.mean(axis=0).astype(np.float32)
+                self.utterance_scale_ = np.maximum(vectors.std(axis=0), 1e-6).astype(np.float32)
         else:
             real = np.asarray(X, dtype=np.float64)
         self.mean_ = real.mean(axis=0).astype(np.float32)
@@ -269,7 +290,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         """SpecAugment-style time and frequency masks on a copy of the training inputs."""
         if not self.spec_augment or len(arrays) == 1:
             return arrays
-        values, mask = arrays[0].copy(), arrays[1]
+        values, mask, rest = arrays[0].copy(), arrays[1], arrays[2:]
         n, t, d = values.shape
         for row in range(n):
             length = int(mask[row].sum())
@@ -279,7 +300,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             width_f = int(rng.integers(0, 9))
             start_f = int(rng.integers(0, N_MELS_IN_FRAMES - width_f))
             values[row, :, start_f:start_f + width_f] = 0.0
-        return [values, mask]
+        return [values, mask, *rest]
 
     # -- scikit-learn API
     def fit(self, X, y, groups=None):
@@ -355,7 +376,7 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
     # Sized for the 2-core CPU: a RAVDESS fold (1,200 training utterances) in about a minute or two.
     params = {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "width": 64, "dropout": 0.3, "patience": 8,
               "monitor": "val_accuracy", "weight_decay": 1e-4, "validation_speakers": 0.15, "refit_full": False,
-              "spec_augment": input == "frames"} | defaults
+              "spec_augment": input in ("frames", "fusion")} | defaults
 
     def factory(*, seed: int, **kwargs) -> DeepClassifier:
         return DeepClassifier(architecture=name, seed=seed, **kwargs)
@@ -384,3 +405,4 @@ _register("gru", "GRU over the frame features", "frames")
 _register("bilstm", "bidirectional LSTM over the frame features", "frames")
 _register("cnn_lstm", "convolutional front end feeding an LSTM", "frames")
 _register("transformer", "small Transformer encoder with attention pooling", "frames")
+_register("fusion", "feature fusion: CNN on the frames joined with the utterance functionals", "fusion")

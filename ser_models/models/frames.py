@@ -16,12 +16,14 @@ class FrameBatch:
 
     values: np.ndarray  # (n, max_frames, n_features) float16, zero after each utterance's end
     lengths: np.ndarray  # (n,) int
+    utterance: np.ndarray | None = None  # (n, n_functionals): utterance statistics for fusion models
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __getitem__(self, rows) -> FrameBatch:
-        return FrameBatch(self.values[rows], self.lengths[rows])
+        return FrameBatch(self.values[rows], self.lengths[rows],
+                          None if self.utterance is None else self.utterance[rows])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -30,7 +32,9 @@ class FrameBatch:
     @staticmethod
     def concatenate(batches: Sequence[FrameBatch]) -> FrameBatch:
         """Rows of several batches (same padded length) stacked into one."""
-        return FrameBatch(np.concatenate([b.values for b in batches]), np.concatenate([b.lengths for b in batches]))
+        utterance = None if batches[0].utterance is None else np.concatenate([b.utterance for b in batches])
+        return FrameBatch(np.concatenate([b.values for b in batches]), np.concatenate([b.lengths for b in batches]),
+                          utterance)
 
     def mask(self) -> np.ndarray:
         """(n, max_frames) float32: 1 on real frames, 0 on padding."""

@@ -1,0 +1,46 @@
+"""openSMILE's standard sets (eGeMAPSv02, ComParE_2016) as alternative feature sets; needs the opensmile extra."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
+
+
+class MissingExtraError(RuntimeError):
+    """An optional dependency that a requested feature needs is not installed."""
+
+
+def opensmile_module():
+    try:
+        import opensmile
+    except ImportError as error:
+        raise MissingExtraError(
+            "the eGeMAPS and ComParE feature sets need openSMILE: pip install -e '.[opensmile]' "
+            "(or pip install opensmile)"
+        ) from error
+    return opensmile
+
+
+@lru_cache(maxsize=8)
+def _smile(feature_set: str, level: str):
+    opensmile = opensmile_module()
+    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, OPENSMILE_SETS[feature_set]),
+                           feature_level=getattr(opensmile.FeatureLevel, level))
+
+
+def opensmile_names(feature_set: str, level: str) -> list[str]:
+    """Column names of the set's functionals ("Functionals") or frame descriptors ("LowLevelDescriptors")."""
+    return list(_smile(feature_set, level).feature_names)
+
+
+def opensmile_features(y: np.ndarray, sample_rate: int, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """(functionals, frames) of one mono signal: openSMILE's functionals and its low-level descriptors."""
+    functionals = _smile(feature_set, "Functionals").process_signal(y, sample_rate).to_numpy()[0]
+    frames = _smile(feature_set, "LowLevelDescriptors").process_signal(y, sample_rate).to_numpy()
+    if len(frames) < 3:
+        raise ValueError("utterance shorter than three openSMILE frames")
+    functionals = np.nan_to_num(functionals, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return functionals, np.clip(np.nan_to_num(frames), -6e4, 6e4).astype(np.float16)
