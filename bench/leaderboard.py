@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.plots import learning_curves, roc_curves, slug
+from bench.plots import confusion_figure, cross_corpus_heatmap, learning_curves, roc_curves, slug, uar_bars
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
-from ser_models.metrics import roc_auc_from_predictions, uar_from_confusion
+from ser_models.metrics import roc_auc_from_predictions, speaker_bootstrap, speaker_confusions, uar_from_confusion
 
 TOP_MODELS_PER_CLASS_TABLE = 3
+BOOTSTRAP_SEED = 0
+SIGNIFICANCE = 0.05
 
 
 FEATURE_SET_NAMES = {"egemaps": "eGeMAPS", "compare": "ComParE"}
@@ -103,17 +106,52 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
     return tabulate(rows, headers=["model", *labels], tablefmt="github")
 
 
-def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links: list[str] = ()) -> str:
+def bootstrap_table(group: pd.DataFrame, entries: list[str], load_predictions) -> dict[str, dict]:
+    """Speaker-bootstrap CI of pooled UAR per entry and its paired p-value against the first (best) entry.
+
+    Every entry is scored on the same utterances (those all entries predicted), so the test is paired.
+    """
+    tables = {}
+    for entry in entries:
+        predictions = _best_predictions(group, entry, load_predictions)
+        if predictions is None:
+            return {}
+        tables[entry] = predictions.drop_duplicates("path").set_index("path")
+    common = sorted(set.intersection(*(set(t.index) for t in tables.values())))
+    if not common:
+        return {}
+    labels = list(group.iloc[0]["labels"])
+    confusions = {}
+    for entry, table in tables.items():
+        rows = table.loc[common]
+        _, confusions[entry] = speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)
+    return speaker_bootstrap(confusions, reference=entries[0], seed=BOOTSTRAP_SEED)
+
+
+def _ci_cells(stats: dict | None, is_best: bool) -> list[str]:
+    if not stats:
+        return ["—", "—"]
+    ci = f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+    if is_best:
+        return [ci, "best"]
+    p = stats["p_vs_reference"]
+    return [ci, f"{p:.3f}{' *' if p < SIGNIFICANCE else ''}"]
+
+
+def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links: list[str] = (),
+                   load_predictions=None) -> str:
     """Markdown for one corpus and protocol: ranking, per-class F1 of the top models, dataset facts."""
     table = _model_table(group)
+    stats = bootstrap_table(group, list(table.index), load_predictions) if load_predictions else {}
     rows = [
-        [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}", f"{r.uar_pooled:.3f}", f"{r.accuracy:.3f}",
+        [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}", f"{r.uar_pooled:.3f}",
+         *_ci_cells(stats.get(model), rank == 1), f"{r.accuracy:.3f}",
          f"{r.macro_f1:.3f}", f"{r.weighted_f1:.3f}", "—" if np.isnan(r.auc) else f"{r.auc:.3f}",
          f"{r.fit_seconds:.1f}"]
         for rank, (model, r) in enumerate(table.iterrows(), start=1)
     ]
-    headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "accuracy", "macro-F1", "weighted F1",
-               "macro AUC", "fit s/fold"]
+    headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "95% CI (speaker bootstrap)",
+               "p vs best", "accuracy", "macro-F1", "weighted F1", "macro AUC", "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
     title = f"## {corpus} — {protocol}"
     if not _speaker_independent(group):
@@ -226,11 +264,15 @@ def render_leaderboard(
         "and the test side of any fold. UAR is unweighted average recall (balanced accuracy) over the classes "
         "present in a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier "
         "when folds hold few speakers or lack some classes. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
-        "from the stored out-of-fold probabilities (mean over folds). Built from "
+        "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR comes from "
+        f"resampling test speakers (not utterances) with replacement; 'p vs best' is the paired bootstrap "
+        f"p-value of the difference to the top row on the same utterances (* : p < {SIGNIFICANCE}). Built from "
         f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
     ]
     if not records:
         return "\n\n".join([*header, "_No records yet._"]) + "\n", {}
+    if load_predictions is not None:
+        load_predictions = lru_cache(maxsize=None)(load_predictions)  # each file is read once per rendering
     frame = records_frame(records, load_predictions)
     sections, speakers, best = [], [], {}
     shown_target = "emotion"
@@ -240,12 +282,12 @@ def render_leaderboard(
                             f"speaker-independent folds, predicting the speaker's {target} from the corpus "
                             f"metadata. Corpora without {target} metadata are left out, not guessed.")
             shown_target = target
+        title_corpus = corpus if target == "emotion" else f"{corpus} ({target})"
         links = [
             f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
-            for (c, p, name), path in sorted(figures.items()) if (c, p) == (corpus, protocol)
-        ] if target == "emotion" else []
-        title_corpus = corpus if target == "emotion" else f"{corpus} ({target})"
-        sections.append(corpus_section(title_corpus, protocol, group, links))
+            for (c, p, name), path in sorted(figures.items()) if (c, p) == (title_corpus, protocol)
+        ]
+        sections.append(corpus_section(title_corpus, protocol, group, links, load_predictions))
         table = _model_table(group)
         best[f"{corpus}/{protocol}" + ("" if target == "emotion" else f"/{target}")] = (
             table.index[0], float(table.iloc[0]["uar_mean"]))
@@ -256,7 +298,9 @@ def render_leaderboard(
     cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
     emotion_part = [*(["## Per-speaker results of the best model of each corpus", *speakers] if speakers else [])]
     if not cross.empty:
-        emotion_part.insert(0, cross_corpus_section(cross))
+        links = [f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
+                 for (c, _, name), path in sorted(figures.items()) if c == "cross_corpus"]
+        emotion_part.insert(0, cross_corpus_section(cross) + ("\n\nFigure: " + ", ".join(links) + "." if links else ""))
     split = _first_other_target(sections)
     sections = [*sections[:split], *emotion_part, *sections[split:]]
     return "\n\n".join([*header, *sections]) + "\n", best
@@ -281,6 +325,33 @@ def roc_figures(frame: pd.DataFrame, load_predictions, folder: Path) -> dict[tup
     return figures
 
 
+def summary_figures(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, str], Path]:
+    """UAR bars per table, the confusion matrix of each corpus' best model, the cross-corpus heatmap."""
+    figures = {}
+    for target, corpus, protocol, group in _tables(frame):
+        table = _model_table(group)
+        labels = list(group.iloc[0]["labels"])
+        tag = f"{slug(corpus)}-{protocol}" + ("" if target == "emotion" else f"-{target}")
+        key = corpus if target == "emotion" else f"{corpus} ({target})"
+        figures[(key, protocol, "UAR per model")] = uar_bars(
+            table, 1 / len(labels), f"{key}, {protocol}", folder / f"uar-{tag}.png")
+        if _is_main_table(frame, target, corpus, protocol, group):
+            entry = table.index[0]
+            rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
+            figures[(key, protocol, f"confusion matrix of {entry}")] = confusion_figure(
+                np.sum(list(rows["confusion"]), axis=0), labels, f"{entry} on {corpus} ({protocol}), all folds",
+                folder / f"confusion-{tag}-{slug(entry)}.png")
+    cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
+    if not cross.empty:
+        cross = cross.assign(train=cross["train_corpora"].apply("+".join))
+        best = cross.groupby("model")["uar"].mean().idxmax()
+        cells = cross[cross["model"] == best].groupby(["train", "test_corpus"])[["seed", "confusion"]]
+        matrix = cells.apply(_pooled_uar).unstack("test_corpus")
+        figures[("cross_corpus", "cross_corpus", f"UAR heatmap of {best}")] = cross_corpus_heatmap(
+            matrix, f"cross-corpus UAR of {best}", folder / f"cross-corpus-{slug(best)}.png")
+    return figures
+
+
 def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | None = None) -> dict:
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
     records = store.load()
@@ -288,7 +359,8 @@ def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | N
     figures = {}
     if records:
         frame = records_frame(records)
-        figures = learning_curves(frame, store.folder / "figures") | roc_figures(frame, load, store.folder / "figures")
+        folder = store.folder / "figures"
+        figures = learning_curves(frame, folder) | roc_figures(frame, load, folder) | summary_figures(frame, folder)
     markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder, load_predictions=load)
     path = store.folder / "leaderboard.md"
     atomic_write_bytes(path, markdown.encode())

@@ -66,3 +66,63 @@ def roc_curves(predictions: pd.DataFrame, labels: list[str], title: str, path: P
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def confusion_figure(confusion, labels: list[str], title: str, path: Path) -> Path:
+    """Row-normalised confusion matrix (each row: how one true class was predicted)."""
+    import numpy as np
+
+    confusion = np.asarray(confusion, dtype=float)
+    normalised = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, axis = plt.subplots(figsize=(1.0 + 0.55 * len(labels), 0.8 + 0.5 * len(labels)), constrained_layout=True)
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(normalised):
+        axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                  color="white" if value > 0.6 else "black")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=axis, shrink=0.8)
+    return _save(fig, path)
+
+
+def uar_bars(table: pd.DataFrame, chance: float, title: str, path: Path) -> Path:
+    """UAR per model (mean over folds) with the standard deviation over folds as error bars."""
+    table = table.sort_values("uar_mean")
+    fig, axis = plt.subplots(figsize=(6, 0.6 + 0.28 * len(table)), constrained_layout=True)
+    axis.barh(list(table.index), table["uar_mean"], xerr=table["uar_std"], color="#4c78a8", ecolor="#333", capsize=2)
+    axis.axvline(chance, color="grey", ls="--", lw=0.8, label=f"chance {chance:.2f}")
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("UAR (mean ± std over folds)")
+    axis.set_title(title, fontsize=9)
+    axis.tick_params(axis="y", labelsize=7)
+    axis.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def cross_corpus_heatmap(matrix: pd.DataFrame, title: str, path: Path) -> Path:
+    """Train (rows) x test (columns) UAR matrix."""
+    import numpy as np
+
+    fig, axis = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1], 1.2 + 0.6 * matrix.shape[0]),
+                             constrained_layout=True)
+    values = matrix.to_numpy(dtype=float)
+    axis.imshow(np.nan_to_num(values, nan=0.0), cmap="viridis", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(values):
+        axis.text(j, i, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+                  color="white" if not np.isnan(value) and value < 0.6 else "black")
+    axis.set_xticks(range(matrix.shape[1]), list(matrix.columns), fontsize=8)
+    axis.set_yticks(range(matrix.shape[0]), list(matrix.index), fontsize=8)
+    axis.set_xlabel("tested on")
+    axis.set_ylabel("trained on")
+    axis.set_title(title, fontsize=9)
+    return _save(fig, path)

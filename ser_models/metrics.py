@@ -72,3 +72,47 @@ def roc_auc(y_true: Sequence[str], probabilities: np.ndarray, labels: Sequence[s
 def roc_auc_from_predictions(predictions, labels: Sequence[str]) -> dict:
     """roc_auc from a stored predictions table (columns true and p_<label>)."""
     return roc_auc(predictions["true"].astype(str), predictions[[f"p_{label}" for label in labels]].to_numpy(), labels)
+
+
+def speaker_confusions(truth, predicted, speakers, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(speaker ids, (n_speakers, n_labels, n_labels) confusion matrix of each speaker's utterances)."""
+    index = {label: i for i, label in enumerate(labels)}
+    truth, predicted, speakers = (np.asarray(a).astype(str) for a in (truth, predicted, speakers))
+    ids = sorted(set(speakers))
+    row = {s: i for i, s in enumerate(ids)}
+    confusions = np.zeros((len(ids), len(labels), len(labels)))
+    np.add.at(confusions, ([row[s] for s in speakers], [index[t] for t in truth], [index[p] for p in predicted]), 1)
+    return ids, confusions
+
+
+def _uar_of(confusions: np.ndarray) -> np.ndarray:
+    """UAR of each (..., L, L) confusion matrix over the classes present."""
+    support = confusions.sum(axis=-1)
+    recall = np.divide(np.diagonal(confusions, axis1=-2, axis2=-1), support, out=np.zeros_like(support),
+                       where=support > 0)
+    return recall.sum(axis=-1) / np.maximum((support > 0).sum(axis=-1), 1)
+
+
+def speaker_bootstrap(confusions: dict[str, np.ndarray], *, reference: str, n_resamples: int = 2000,
+                      seed: int = 0) -> dict[str, dict]:
+    """95 % bootstrap CI of pooled UAR per model, resampling speakers (not utterances), and a paired test.
+
+    `confusions` maps each model to its per-speaker confusions (same speakers, same order). Every
+    resample draws speakers with replacement and scores all models on the same draw, so the
+    difference to `reference` is paired; `p_vs_reference` is the two-sided bootstrap p-value of
+    that difference being zero.
+    """
+    n_speakers = next(iter(confusions.values())).shape[0]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_speakers, size=(n_resamples, n_speakers))
+    weights = np.zeros((n_resamples, n_speakers))
+    np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1)
+    scores = {model: _uar_of(np.einsum("bs,slm->blm", weights, c)) for model, c in confusions.items()}
+    result = {}
+    for model, values in scores.items():
+        difference = scores[reference] - values
+        p = 1.0 if model == reference else float(min(1.0, 2 * min((difference <= 0).mean(), (difference >= 0).mean())))
+        result[model] = {"uar": float(_uar_of(confusions[model].sum(axis=0))),
+                         "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
+                         "p_vs_reference": p}
+    return result
