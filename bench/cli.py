@@ -10,16 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+from tabulate import tabulate
+
+from bench.download import ARCHIVES, DownloadError, download_corpus
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, select_device
+from bench.saved_models import SavedModelError, choose_model, predict_files
 from bench.suite import SuiteError, load_suite, suite_names
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
 from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import ProtocolError, SpeakerLeakError
 
-USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, MissingExtraError, KeyError)
+USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, MissingExtraError,
+               SavedModelError, DownloadError, KeyError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="what to predict (gender: speaker gender from the corpus metadata)")
     run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
+
+    predict = commands.add_parser("predict", help="emotions of new audio files, with a model a run saved")
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict.add_argument("--suite", default="smoke", help="the suite whose saved models to use")
+    predict.add_argument("--model", default=None,
+                         help="a saved model: corpus name, model name or .joblib path (default: the best saved)")
+    predict.add_argument("--results-dir", type=Path, default=Path("results"))
+
+    download = commands.add_parser("download", help="fetch, verify and unpack a corpus (resumes a broken transfer)")
+    download.add_argument("corpus", help=f"one of: {', '.join(ARCHIVES)}")
+    download.add_argument("--to", type=Path, required=True, help="data root to unpack into (DIR/<corpus>/...)")
+    download.add_argument("--url", default=None, help="a mirror of the official archive")
+    download.add_argument("--md5", default=None, help="checksum to verify (the official one is known)")
+    download.add_argument("--expect-files", type=int, default=None, help="audio files the archive must contain")
 
     listing = commands.add_parser("list", help="list corpora, models or suites")
     listing.add_argument("what", choices=["corpora", "models", "suites"])
@@ -96,6 +115,10 @@ def _run(args: argparse.Namespace) -> None:
           f"{summary.skipped_files} files skipped, {time.perf_counter() - start:.0f} s")
     for where, (model, uar) in summary.best.items():
         print(f"  best on {where}: {model} (UAR {uar:.3f})")
+    for corpus, model in summary.saved_models.items():
+        print(f"  saved for `bench predict`: {model} refit on all of {corpus} ({summary.folder / 'models'})")
+    if (summary.folder / "figures").is_dir():
+        print(f"  figures: {summary.folder / 'figures'}")
     if summary.skipped_files:
         print(f"  skipped files and reasons: {summary.folder / 'skipped.csv'}")
     print(f"  leaderboard: {summary.leaderboard}")
@@ -112,12 +135,34 @@ def _report(args: argparse.Namespace) -> None:
     print(f"leaderboard rebuilt from records: {paths['leaderboard']}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    chosen = choose_model(args.results_dir / load_suite(args.suite).name, args.model)
+    table = predict_files(chosen["path"], [str(f) for f in args.files])
+    print(f"model: {chosen.get('model', '?')} trained on {chosen.get('corpus', '?')} "
+          f"(cross-validated UAR {chosen.get('cross_validated_uar', float('nan')):.3f}), {chosen['path']}")
+    shown = table.drop(columns=["error"]).rename(columns=lambda c: c[2:] if c.startswith("p_") else c)
+    good = table["error"].isna()
+    if good.any():
+        print(tabulate(shown[good], headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
+    for row in table[~good].itertuples():
+        print(f"skipped {row.file}: {row.error}", file=sys.stderr)
+    if not good.any():
+        raise BenchError("none of the files could be analysed")
+
+
+def _download(args: argparse.Namespace) -> None:
+    folder = download_corpus(args.corpus, args.to, url=args.url, md5=args.md5, expected_files=args.expect_files)
+    print(f"{args.corpus}: ready in {folder}; run `python -m bench run --suite full --data-root {args.to}`")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line and exit 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        {"run": _run, "list": lambda a: _list(a.what), "report": _report}[args.command](args)
+        commands = {"run": _run, "list": lambda a: _list(a.what), "report": _report, "predict": _predict,
+                    "download": _download}
+        commands[args.command](args)
     except SpeakerLeakError as error:
         print(f"error: speaker leak, refusing to report numbers: {error}", file=sys.stderr)
         return 3

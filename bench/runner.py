@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from bench.inputs import ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions, record_identity
+from bench.saved_models import save_best_model
 from bench.suite import Suite
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.feature_cache import FeatureSet, extract_features
@@ -79,6 +80,7 @@ class RunOptions:
     progress: bool | None = None  # None: bars only on a terminal
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest (from --manifest)
     target: str = "emotion"  # what the suite's main tables predict (--target gender)
+    save_models: bool = True  # refit and save each corpus' best model for `bench predict`
 
 
 @dataclass
@@ -90,6 +92,7 @@ class RunSummary:
     reused: int
     skipped_files: int
     best: dict[str, tuple[str, float]]  # corpus/protocol -> (model, mean UAR)
+    saved_models: dict[str, str] = field(default_factory=dict)  # corpus -> model refit on all of it
 
 
 def resolve_models(requested: tuple[str, ...]) -> list[str]:
@@ -435,7 +438,12 @@ def run_suite(options: RunOptions) -> RunSummary:
             continue
         for corpus in corpora:
             variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec)
-    for dataset in plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets):
+            known = {row["path"] for row in corpus_sets[corpus].skipped}
+            skipped_rows += [{"corpus": f"{corpus} ({feature_set})", **row}
+                             for row in variant_sets[(corpus, feature_set)].skipped if row["path"] not in known]
+    datasets = plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets)
+    main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
+    for dataset in datasets:
         features = dataset.features
         jobs, reused_here, planned = _plan_jobs(options, dataset, models, done)
         superseded = store.supersede(planned)
@@ -462,4 +470,32 @@ def run_suite(options: RunOptions) -> RunSummary:
         bar.close()
     _write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
-    return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"])
+    saved = _save_best_models(options, store, main_datasets) if options.save_models else {}
+    return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"],
+                      saved)
+
+
+def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Dataset]) -> dict[str, str]:
+    """Refit the best default model of each corpus' main table on all its utterances, for `bench predict`."""
+    records = pd.DataFrame(store.load())
+    saved = {}
+    if records.empty:
+        return saved
+    for dataset in datasets:
+        protocol = next((p for p in ("speaker_folds", "speaker_dependent", *dataset.protocols)
+                         if p in dataset.protocols), None)
+        rows = records[(records["corpus"] == dataset.name) & (records["protocol"] == protocol)]
+        if "target" in rows.columns:
+            rows = rows[rows["target"].fillna("emotion") == "emotion"]
+        if "variant" in rows.columns:
+            rows = rows[rows["variant"].isna()]
+        if rows.empty:
+            continue
+        uar = rows.groupby("model")["uar"].mean()
+        model = str(uar.idxmax())
+        first = rows[rows["model"] == model].iloc[0]
+        inputs = ModelInputs(dataset.features, _augmented_features(options, dataset))
+        save_best_model(store.folder, dataset.name, model, dict(first["params"]), int(first["seed"]),
+                        float(uar.max()), inputs, dataset.spec)
+        saved[dataset.name] = model
+    return saved

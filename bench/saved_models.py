@@ -1,0 +1,98 @@
+"""The refit best model of each corpus, saved by `bench run` and used by `bench predict`."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from bench.inputs import MODEL_INPUTS, ModelInputs
+from bench.records import atomic_write_bytes, config_hash
+from ser_models.audio import AudioError
+from ser_models.features import FeatureSpec, extract_file
+from ser_models.models import model_spec
+
+
+class SavedModelError(RuntimeError):
+    """No saved model matches the request; the message lists the ones there are."""
+
+
+def models_folder(suite_folder: Path) -> Path:
+    return Path(suite_folder) / "models"
+
+
+def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, seed: int, uar: float,
+                    inputs: ModelInputs, spec: FeatureSpec) -> Path | None:
+    """Refit `model` on every utterance of the corpus and save it (skipped when already saved as is)."""
+    features = inputs.features
+    key = config_hash({"model": model, "params": params, "seed": seed, "spec": spec.key(),
+                       "data": features.fingerprint(), "version": model_spec(model).version})
+    path = models_folder(suite_folder) / f"{corpus}.joblib"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+        return None
+    rows = np.arange(len(features.manifest))
+    x, y, groups, _ = inputs.training_set(model, rows)
+    built = model_spec(model)
+    estimator = built.build(seed=seed, **params)
+    estimator.fit(x, y, **({"groups": groups} if built.fit_groups else {}))
+    buffer = io.BytesIO()
+    joblib.dump({"estimator": estimator, "model": model, "spec": asdict(spec)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    meta = {"key": key, "corpus": corpus, "model": model, "params": params, "seed": seed,
+            "cross_validated_uar": uar, "classes": [str(c) for c in estimator.classes_],
+            "trained_on_utterances": int(len(rows)), "feature_spec": asdict(spec)}
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+    return path
+
+
+def saved_models(suite_folder: Path) -> list[dict]:
+    """Metadata of every saved model of a suite, best cross-validated UAR first."""
+    metas = []
+    for meta_path in sorted(models_folder(suite_folder).glob("*.json")):
+        if meta_path.with_suffix(".joblib").exists():
+            metas.append({**json.loads(meta_path.read_text()), "path": str(meta_path.with_suffix(".joblib"))})
+    return sorted(metas, key=lambda m: -m["cross_validated_uar"])
+
+
+def choose_model(suite_folder: Path, name: str | None = None) -> dict:
+    """A saved model by corpus name, model name or file path; by default the best one."""
+    metas = saved_models(suite_folder)
+    if name and Path(name).suffix == ".joblib":
+        if not Path(name).exists():
+            raise SavedModelError(f"model file {name} does not exist")
+        meta_path = Path(name).with_suffix(".json")
+        return {**json.loads(meta_path.read_text()), "path": name} if meta_path.exists() else {"path": name}
+    if not metas:
+        raise SavedModelError(f"no saved model under {models_folder(suite_folder)}: run `python -m bench run` first")
+    if name is None:
+        return metas[0]
+    chosen = [m for m in metas if name in (m["corpus"], m["model"], f"{m['corpus']}-{m['model']}")]
+    if not chosen:
+        choices = ", ".join(f"{m['corpus']} ({m['model']})" for m in metas)
+        raise SavedModelError(f"no saved model {name!r}; saved: {choices}")
+    return chosen[0]
+
+
+def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
+    """Emotion and class probabilities per file; unusable files get their reason instead."""
+    saved = joblib.load(model_path)
+    estimator, spec = saved["estimator"], FeatureSpec(**saved["spec"])
+    kind = model_spec(saved["model"]).input
+    rows = []
+    for file in files:
+        try:
+            features = extract_file(file, spec)
+        except (AudioError, ValueError, OSError) as error:
+            rows.append({"file": file, "emotion": None, "error": str(error)})
+            continue
+        x = MODEL_INPUTS[kind](features.functionals[None, :], [features.frames])
+        probabilities = estimator.predict_proba(x)[0]
+        rows.append({"file": file, "emotion": str(estimator.classes_[int(np.argmax(probabilities))]), "error": None,
+                     **{f"p_{c}": float(p) for c, p in zip(estimator.classes_, probabilities, strict=True)}})
+    return pd.DataFrame(rows)
