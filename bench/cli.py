@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="override the suite's budget factor (deep models' epochs and patience)")
     run.add_argument("--target", choices=["emotion", "gender"], default="emotion",
                      help="what to predict (gender: speaker gender from the corpus metadata)")
+    run.add_argument("--storage", default=None,
+                     help="Optuna storage URL for tuning studies (default: sqlite under results/<suite>/); "
+                          "a shared PostgreSQL/MySQL URL lets several machines work on one study")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="run the jobs on a Dask distributed cluster (needs `pip install -e .[dask]`)")
     run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
@@ -104,7 +111,7 @@ def _run(args: argparse.Namespace) -> None:
             raise BenchError(f"--manifest takes NAME=FILE, got {item!r}")
         manifests[name] = file
     options = RunOptions(
-        manifests=manifests, target=args.target,
+        manifests=manifests, target=args.target, storage=args.storage, scheduler=args.scheduler,
         suite=suite, data_root=data_root, corpora=tuple(args.corpus), models=tuple(args.model),
         seeds=tuple(args.seed), jobs=max(1, args.jobs), fresh=args.fresh, results_dir=args.results_dir,
         cache_dir=args.cache_dir or default_cache_dir(),
@@ -155,10 +162,17 @@ def _download(args: argparse.Namespace) -> None:
     print(f"{args.corpus}: ready in {folder}; run `python -m bench run --suite full --data-root {args.to}`")
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line and exit 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM like Ctrl-C: finished folds are kept, and the message says how to continue.
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         commands = {"run": _run, "list": lambda a: _list(a.what), "report": _report, "predict": _predict,
                     "download": _download}
@@ -173,4 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished folds are recorded; run the same command again to continue", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

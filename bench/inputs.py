@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ser_models.ensembles import MultiInput
 from ser_models.feature_cache import FeatureSet
 from ser_models.models import model_spec
 from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
@@ -16,7 +17,8 @@ MODEL_INPUTS = {
     "frames": lambda vectors, frames: pad_frames(frames, DEFAULT_MAX_FRAMES),
     "fusion": lambda vectors, frames: _fusion(vectors, frames),
 }
-STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate}
+STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
+                "multi": MultiInput.concatenate}
 GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
@@ -56,6 +58,8 @@ class ModelInputs:
         self._built: dict[tuple[str, int], object] = {}
 
     def _input(self, kind: str, index: int):
+        if kind == "multi":  # ensembles: every kind their members may read, built from the shared ones
+            return MultiInput(self._input("functionals", index), self._input("frames", index))
         if (kind, index) not in self._built:
             features = self.sets[index]
             vectors = features.functionals

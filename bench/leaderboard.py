@@ -30,6 +30,8 @@ def entry_name(record: dict) -> str:
         name += f" · {FEATURE_SET_NAMES.get(variant['feature_set'], variant['feature_set'])}"
     if variant.get("gender_input"):
         name += " +gender"
+    if variant.get("tuned"):
+        name += " (tuned)"
     return name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from bench.inputs import ModelInputs, job_data
@@ -34,6 +35,7 @@ from ser_models.protocols import (
     assert_speaker_disjoint,
     make_folds,
 )
+from ser_models.tuning import prepare_storage, tune
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class RunOptions:
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest (from --manifest)
     target: str = "emotion"  # what the suite's main tables predict (--target gender)
     save_models: bool = True  # refit and save each corpus' best model for `bench predict`
+    storage: str | None = None  # Optuna storage URL (default: SQLite under results/<suite>/)
+    scheduler: str | None = None  # Dask scheduler address: run the jobs on that cluster
 
 
 @dataclass
@@ -101,7 +105,7 @@ def resolve_models(requested: tuple[str, ...]) -> list[str]:
     for item in requested:
         if item == "all":
             names += model_names()
-        elif item in ("classical", "deep"):
+        elif item in ("classical", "deep", "ensemble"):
             names += model_names(family=item)
         else:
             model_spec(item)
@@ -156,10 +160,19 @@ def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Pat
     return data_root / info.folder
 
 
-def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test) -> dict:
-    """Train one model on one fold's training rows and predict its test rows."""
+def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test, *,
+                    tuning: dict | None = None, storage: str | None = None, study: str | None = None,
+                    cache_dir: str | None = None) -> dict:
+    """Train one model on one fold's training rows (tuned first on inner folds of them) and predict its test rows."""
     spec = model_spec(model)
+    tuned = None
+    if tuning:
+        tuned = tune(model, x_train, y_train, groups_train, n_trials=tuning["trials"], timeout=tuning.get("timeout"),
+                     seed=seed, storage=storage, study_name=study, base_params=params)
+        params = tuned.params
     estimator = spec.build(seed=seed, **params)
+    if "cache_dir" in estimator.get_params():  # ensembles share their members' inner work through it
+        estimator.set_params(cache_dir=cache_dir)
     start = time.perf_counter()
     estimator.fit(x_train, y_train, **({"groups": groups_train} if spec.fit_groups else {}))
     fit_seconds = time.perf_counter() - start
@@ -171,6 +184,13 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
             "classes": [str(c) for c in estimator.classes_],
             "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
             "validation_speakers": list(getattr(estimator, "validation_speakers_", [])),
+            "inner_speakers": (tuned.inner_speakers if tuned else []) + list(getattr(estimator, "inner_speakers_", [])),
+            "tuning": None if tuned is None else {"params": tuned.params, "trials": tuned.n_trials,
+                                                  "new_trials": tuned.new_trials, "seconds": round(tuned.seconds, 2),
+                                                  "inner_uar": tuned.best_inner_uar},
+            "ensemble": None if not hasattr(estimator, "chosen_") else {
+                "members": estimator.chosen_, "inner_uar": estimator.inner_uar_,
+                "weights": [float(w) for w in estimator.weights_]},
             "curves": getattr(estimator, "history_", None)}
 
 
@@ -246,6 +266,12 @@ def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: s
             if features.manifest["speaker"].nunique() >= 4 and _has_gender(name, features, f"{task} task"):
                 datasets.append(Dataset(name, (name,), features, ("speaker_folds",), suite.corpus_options.get(name, {}),
                                         spec, target=task, models=models))
+    for model, budget in suite.tuning.items():  # tuned rows on each corpus' speaker folds
+        budget = {**budget, "trials": max(1, round(budget["trials"] * suite.budget))}  # the budget factor scales trials
+        for name, features in corpus_sets.items():
+            protocol = "speaker_folds" if features.manifest["speaker"].nunique() >= 4 else "speaker_dependent"
+            datasets.append(Dataset(name, (name,), features, (protocol,), suite.corpus_options.get(name, {}), spec,
+                                    variant={"tuned": budget}, models=(model,)))
     for variant in suite.variants:
         extra = {k: v for k, v in variant.items() if k not in ("models", "protocols")}
         for name, features in corpus_sets.items():
@@ -289,6 +315,14 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
     return datasets
 
 
+def model_params(suite: Suite, model: str) -> dict:
+    """A model's parameters in this suite; an ensemble also carries each member's."""
+    params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
+    if model_spec(model).family == "ensemble":
+        params["member_params"] = {m: model_params(suite, m) for m in params["members"]}
+    return params
+
+
 def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
     suite, corpus, features = options.suite, dataset.name, dataset.features
     labels = sorted(features.manifest[dataset.target].unique())
@@ -308,7 +342,7 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
             for model in models:
                 if model not in allowed:
                     continue
-                params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
+                params = model_params(suite, model)
                 for fold in folds:
                     key = config_hash({
                         "corpus": corpus, "corpus_options": dataset.corpus_options,
@@ -352,6 +386,11 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
         assert_speaker_disjoint(outcome["validation_speakers"], test_speakers)
     if not set(outcome["validation_speakers"]) <= set(train_speakers):
         raise SpeakerLeakError("validation speakers must come from the training fold")
+    for inner in outcome["inner_speakers"]:  # tuning and ensemble inner folds
+        if job.fold.speaker_independent:
+            assert_speaker_disjoint(inner, test_speakers)
+        if not set(inner) <= set(train_speakers):
+            raise SpeakerLeakError("inner-fold speakers must come from the training fold")
     multi = {"corpora": list(dataset.corpora)} if len(dataset.corpora) > 1 else {}
     if "test_corpus" in dataset.fold_options:
         multi |= {"train_corpora": list(dataset.fold_options["train_corpora"]),
@@ -367,6 +406,9 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
         "n_train": int(len(job.train)), "n_test": int(len(job.test)),
         "train_speakers": train_speakers, "test_speakers": test_speakers,
         "validation_speakers": outcome["validation_speakers"], "curves": outcome["curves"],
+        **({"inner_speakers": outcome["inner_speakers"]} if outcome["inner_speakers"] else {}),
+        **({"tuning": outcome["tuning"]} if outcome["tuning"] else {}),
+        **({"ensemble": outcome["ensemble"]} if outcome["ensemble"] else {}),
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
         "params": job.params, "model_version": model_spec(job.model).version,
         "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
@@ -441,6 +483,10 @@ def run_suite(options: RunOptions) -> RunSummary:
             known = {row["path"] for row in corpus_sets[corpus].skipped}
             skipped_rows += [{"corpus": f"{corpus} ({feature_set})", **row}
                              for row in variant_sets[(corpus, feature_set)].skipped if row["path"] not in known]
+    storage = options.storage or f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if suite.tuning:
+        prepare_storage(storage)
     datasets = plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets)
     main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
     for dataset in datasets:
@@ -455,24 +501,47 @@ def run_suite(options: RunOptions) -> RunSummary:
         inputs = ModelInputs(features, _augmented_features(options, dataset) if jobs else [], target=dataset.target,
                              gender_input=bool(dataset.variant.get("gender_input")))
         calls = (
-            delayed(fit_and_predict)(job.model, job.params, job.seed,
-                                     *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent))
+            delayed(fit_and_predict)(
+                job.model, job.params, job.seed,
+                *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent),
+                tuning=dataset.variant.get("tuned"), storage=storage,
+                study=f"{suite.name}-{dataset.name}-{job.protocol}-{job.model}-fold{job.fold.index}-seed{job.seed}"
+                      f"-{job.key[:8]}",
+                cache_dir=str(options.cache_dir / "ensembles"),
+            )
             for job in jobs
         )
-        outcomes = Parallel(n_jobs=options.jobs, return_as="generator")(calls)
         bar = tqdm(total=len(jobs), desc=f"{dataset.name} folds", unit="fit",
                    disable=None if options.progress is None else not options.progress)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            record, predictions = _record(options, job, dataset, outcome, labels)
-            store.append(record, predictions)
-            trained += 1
-            bar.update()
+        with _backend(options):  # the results are consumed inside: the cluster client must stay open
+            outcomes = Parallel(n_jobs=-1 if options.scheduler else options.jobs, return_as="generator")(calls)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                record, predictions = _record(options, job, dataset, outcome, labels)
+                store.append(record, predictions)
+                trained += 1
+                bar.update()
         bar.close()
     _write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
     saved = _save_best_models(options, store, main_datasets) if options.save_models else {}
     return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"],
                       saved)
+
+
+@contextlib.contextmanager
+def _backend(options: RunOptions):
+    """Local processes (joblib), or the Dask cluster at --scheduler through joblib's dask backend."""
+    if not options.scheduler:
+        yield
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError as error:
+        raise BenchError("--scheduler needs Dask: pip install -e '.[dask]'") from error
+    with Client(options.scheduler) as client, parallel_config(backend="dask"):
+        log.info("running jobs on the Dask cluster at %s (%d workers)", options.scheduler,
+                 len(client.scheduler_info()["workers"]))
+        yield
 
 
 def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Dataset]) -> dict[str, str]:

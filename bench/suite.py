@@ -12,6 +12,7 @@ from pathlib import Path
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS
 from ser_models.features import FeatureSpec
+from ser_models.models import model_spec
 from ser_models.protocols import PROTOCOLS
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -43,6 +44,7 @@ class Suite:
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest file
     tasks: dict = field(default_factory=dict)  # other targets -> their models, e.g. {gender = ["classical"]}
     variants: tuple[dict, ...] = ()  # extra rows: {feature_set = "egemaps"} or {gender_input = true}, with models
+    tuning: dict = field(default_factory=dict)  # model -> {trials = N, timeout = seconds per fold}: tuned rows
 
 
 def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
@@ -111,7 +113,21 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         manifests={str(k): str(v) for k, v in data.get("manifests", {}).items()},
         tasks=_tasks(data.get("tasks", {}), default_name),
         variants=tuple(_variant(v, default_name) for v in data.get("variants", [])),
+        tuning=_tuning(data.get("tuning", {}), default_name),
     )
+
+
+def _tuning(tuning: dict, suite: str) -> dict:
+    budgets = {}
+    for model, budget in tuning.items():
+        spec = model_spec(model)
+        if spec.search_space is None:
+            raise SuiteError(f"suite {suite!r}: model {model!r} has no search space to tune")
+        if not isinstance(budget, dict) or set(budget) - {"trials", "timeout"} or int(budget.get("trials", 0)) < 1:
+            raise SuiteError(f"suite {suite!r}: write [tuning.{model}] trials = N (and optionally timeout = seconds)")
+        budgets[model] = {"trials": int(budget["trials"]),
+                          **({"timeout": float(budget["timeout"])} if "timeout" in budget else {})}
+    return budgets
 
 
 TASKS = ("gender",)  # targets other than emotion, read from the manifest column of the same name

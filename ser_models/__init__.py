@@ -1,5 +1,6 @@
 """ser_models: corpora, features, protocols, models and metrics for speech emotion recognition."""
 
+from ser_models import ensembles  # noqa: F401  (registers the ensembles)
 from ser_models.audio import AudioError, load_audio
 from ser_models.corpora import corpus_info, corpus_names, load_corpus
 from ser_models.feature_cache import FeatureSet, extract_features

@@ -149,3 +149,20 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_records(tmp_path):
     assert _records(tmp_path / "cut" / "kill") == expected
     lines = records_path.read_text().splitlines()
     assert all(json.loads(line) for line in lines if line.strip())
+
+
+def test_sigterm_stops_with_the_resume_message(tmp_path):
+    suite = tmp_path / "term.toml"
+    suite.write_text(KILL_SUITE)
+    records_path = tmp_path / "r" / "term" / "records.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--suite", str(suite), "--jobs", "1", "--results-dir",
+         str(tmp_path / "r"), "--cache-dir", str(tmp_path / "cache")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not records_path.exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "run the same command again to continue" in err
+    assert all(json.loads(line) for line in records_path.read_text().splitlines())  # every line whole

@@ -1,0 +1,169 @@
+"""Voting and stacking ensembles over registered models, all fitted with speaker-grouped inner folds.
+
+An ensemble is itself a scikit-learn classifier (`fit(X, y, groups)`), registered like any
+model. Its input is a `MultiInput` carrying every input kind its members read, so classical
+and deep members mix over the same cached features. Inside the outer training fold it:
+
+1. makes speaker-disjoint inner folds of the training speakers;
+2. gets each candidate member's out-of-fold probabilities and inner UAR on them;
+3. keeps the named members or the `top_k` by inner UAR, and refits them on the whole outer
+   training fold;
+4. combines them: mean probabilities (soft), majority vote (hard), inner-UAR-weighted mean
+   (weighted), or a logistic-regression meta-learner trained on the out-of-fold probabilities
+   (stacking). Nothing it fits ever sees an outer-test speaker.
+
+Inner results and refits are memoised on disk (`cache_dir`), so the four ensemble kinds on one
+fold share their members' work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from joblib import Memory
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from ser_models.models.frames import FrameBatch
+from ser_models.models.registry import model_spec, register_model
+from ser_models.protocols import assert_speaker_disjoint
+from ser_models.tuning import inner_speaker_folds
+
+
+class MultiInput:
+    """Aligned rows of several input kinds (functionals, frames); slices and stacks like one array."""
+
+    def __init__(self, functionals: np.ndarray, frames: FrameBatch | None = None):
+        self.functionals = functionals
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.functionals)
+
+    def __getitem__(self, rows) -> MultiInput:
+        return MultiInput(self.functionals[rows], None if self.frames is None else self.frames[rows])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.functionals.shape
+
+    @staticmethod
+    def concatenate(parts: list[MultiInput]) -> MultiInput:
+        frames = None if parts[0].frames is None else FrameBatch.concatenate([p.frames for p in parts])
+        return MultiInput(np.concatenate([p.functionals for p in parts]), frames)
+
+    def for_model(self, name: str):
+        """The input that model `name` reads."""
+        kind = model_spec(name).input
+        if kind == "functionals":
+            return self.functionals
+        if self.frames is None:
+            raise ValueError(f"member {name!r} reads {kind} but the ensemble input has no frames")
+        if kind == "fusion":
+            return FrameBatch(self.frames.values, self.frames.lengths, self.functionals)
+        return self.frames
+
+
+def _fit_member(name: str, params: dict, seed: int, x, y, groups):
+    spec = model_spec(name)
+    estimator = spec.build(seed=seed, **params)
+    return estimator.fit(x, y, **({"groups": groups} if spec.fit_groups else {}))
+
+
+def _out_of_fold(name: str, params: dict, seed: int, x, y, groups, splits, classes) -> np.ndarray:
+    """Probabilities of every training row from the member fitted without that row's speakers."""
+    probabilities = np.zeros((len(y), len(classes)))
+    for train, held_out in splits:
+        member = _fit_member(name, params, seed, x[train], y[train], groups[train])
+        columns = [list(classes).index(c) for c in member.classes_]
+        probabilities[np.ix_(held_out, columns)] = member.predict_proba(x[held_out])
+    return probabilities
+
+
+class EnsembleClassifier(ClassifierMixin, BaseEstimator):
+    """Soft, hard or weighted voting, or stacking, over registered member models."""
+
+    def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, inner_folds=3,
+                 member_params=None, meta_C=1.0, seed=0, cache_dir=None):
+        self.method = method
+        self.members = members
+        self.top_k = top_k
+        self.inner_folds = inner_folds
+        self.member_params = member_params
+        self.meta_C = meta_C
+        self.seed = seed
+        self.cache_dir = cache_dir
+
+    def fit(self, X: MultiInput, y, groups):
+        y, groups = np.asarray(y), np.asarray(groups)
+        memory = Memory(self.cache_dir, verbose=0)
+        out_of_fold, fit_member = memory.cache(_out_of_fold), memory.cache(_fit_member)
+        self.classes_ = np.unique(y)
+        splits = inner_speaker_folds(y, groups, self.inner_folds, self.seed)
+        self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for _, held_out in splits]
+        params = dict(self.member_params or {})
+        oof, inner_uar = {}, {}
+        for name in self.members:
+            oof[name] = out_of_fold(name, params.get(name, {}), self.seed, X.for_model(name), y, groups, splits,
+                                    self.classes_)
+            inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
+        ranked = sorted(self.members, key=lambda n: -inner_uar[n])
+        self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
+        self.inner_uar_ = inner_uar
+        self.members_ = {n: fit_member(n, params.get(n, {}), self.seed, X.for_model(n), y, groups)
+                         for n in self.chosen_}
+        weights = np.array([inner_uar[n] for n in self.chosen_])
+        self.weights_ = weights / weights.sum() if self.method == "weighted" else np.full(len(weights),
+                                                                                          1 / len(weights))
+        if self.method == "stacking":
+            self.meta_ = LogisticRegression(C=self.meta_C, max_iter=3000, random_state=self.seed)
+            self.meta_.fit(np.hstack([oof[n] for n in self.chosen_]), y)  # out-of-fold rows of training speakers
+        self.validation_speakers_ = []
+        return self
+
+    def _member_probabilities(self, X: MultiInput) -> list[np.ndarray]:
+        out = []
+        for name in self.chosen_:
+            member = self.members_[name]
+            probabilities = np.zeros((len(X), len(self.classes_)))
+            columns = [list(self.classes_).index(c) for c in member.classes_]
+            probabilities[:, columns] = member.predict_proba(X.for_model(name))
+            out.append(probabilities)
+        return out
+
+    def predict_proba(self, X: MultiInput) -> np.ndarray:
+        members = self._member_probabilities(X)
+        if self.method == "stacking":
+            meta = self.meta_.predict_proba(np.hstack(members))
+            probabilities = np.zeros((len(X), len(self.classes_)))
+            probabilities[:, [list(self.classes_).index(c) for c in self.meta_.classes_]] = meta
+        elif self.method == "hard":
+            votes = np.zeros((len(X), len(self.classes_)))
+            for p in members:
+                votes[np.arange(len(X)), p.argmax(axis=1)] += 1
+            probabilities = votes + 1e-3 * np.mean(members, axis=0)  # mean probability breaks ties
+        else:
+            probabilities = np.tensordot(self.weights_, np.stack(members), axes=1)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def predict(self, X: MultiInput) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def check_inner_disjoint(estimator: EnsembleClassifier, test_speakers) -> None:
+    """Raise SpeakerLeakError if an inner fold of the ensemble held an outer-test speaker."""
+    for speakers in estimator.inner_speakers_:
+        assert_speaker_disjoint(speakers, test_speakers)
+
+
+DEFAULT_MEMBERS = ("logreg", "svm", "xgboost", "mlp")
+for _name, _method, _description in (
+    ("soft_vote", "soft", "soft voting: mean member probabilities"),
+    ("hard_vote", "hard", "hard voting: majority of member predictions"),
+    ("weighted_vote", "weighted", "soft voting weighted by each member's inner-fold UAR"),
+    ("stacking", "stacking", "logistic regression on the members' out-of-fold probabilities"),
+):
+    register_model(
+        _name, family="ensemble", input="multi", description=_description, fit_groups=True,
+        defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {}},
+    )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))

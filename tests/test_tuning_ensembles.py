@@ -1,0 +1,138 @@
+"""Nested tuning and ensembles never see an outer-test speaker; studies resume; Dask gives the same records."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from bench.records import RecordStore
+from bench.runner import RunOptions, run_suite
+from bench.suite import SuiteError, parse_suite
+from ser_models import tuning
+from ser_models.ensembles import EnsembleClassifier, MultiInput
+from ser_models.feature_cache import extract_features
+
+CORPUS = {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                        "emotions": ["angry", "neutral", "sad"]}}
+
+
+@pytest.fixture(scope="module")
+def features(synthetic_manifest, tmp_path_factory):
+    return extract_features(synthetic_manifest, cache_dir=tmp_path_factory.mktemp("fc"))
+
+
+def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, tmp_path, monkeypatch):
+    """Instrument every fit inside tuning and the ensembles: none ever holds an outer-test speaker."""
+    from bench import runner
+
+    seen = []  # (outer test speakers, speakers of every fit/score inside the job)
+    original_fit = EnsembleClassifier.fit
+    original_tune = tuning.tune
+
+    def spy_tune(model, x, y, groups, **kwargs):
+        seen.append(("tune", set(groups)))
+        return original_tune(model, x, y, groups, **kwargs)
+
+    def spy_fit(self, X, y, groups):
+        seen.append(("ensemble", set(groups)))
+        result = original_fit(self, X, y, groups)
+        seen.append(("inner", {s for fold in self.inner_speakers_ for s in fold}))
+        return result
+
+    monkeypatch.setattr(runner, "tune", spy_tune)
+    monkeypatch.setattr(EnsembleClassifier, "fit", spy_fit)
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["stacking", "logreg"], "corpus_options": CORPUS,
+                         "model_params": {"stacking": {"members": ["logreg", "svm"]}},
+                         "tuning": {"logreg": {"trials": 3}}}, default_name="nested")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False,
+                                   jobs=1, save_models=False))  # (the saved model is refit on everyone, on purpose)
+    records = RecordStore(summary.folder).load()
+    nested = [r for r in records if r["model"] == "stacking" or r.get("variant")]
+    assert {(r["model"], bool(r.get("variant"))) for r in nested} == {("stacking", False), ("logreg", True)}
+    assert len(nested) == 4
+    for record in nested:
+        test = set(record["test_speakers"])
+        assert record["inner_speakers"] and all(not set(s) & test for s in record["inner_speakers"])
+        assert all(set(s) <= set(record["train_speakers"]) for s in record["inner_speakers"])
+    # every instrumented fit saw training speakers of some fold only, never that fold's test speakers
+    folds = [(set(r["train_speakers"]), set(r["test_speakers"])) for r in nested]
+    for _, speakers in seen:
+        assert any(speakers <= train and not speakers & test for train, test in folds)
+    study_names = optuna.get_all_study_names(f"sqlite:///{summary.folder / 'optuna.sqlite3'}")
+    assert len(study_names) == 2  # one study per outer fold
+
+
+def test_inner_folds_are_speaker_disjoint():
+    groups = np.repeat([f"s{i}" for i in range(7)], 6)
+    y = np.tile(["a", "b", "c"], 14)
+    for train, held_out in tuning.inner_speaker_folds(y, groups, 3, seed=0):
+        assert not set(groups[train]) & set(groups[held_out])
+
+
+def test_interrupted_study_continues(features, tmp_path, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = features.functionals, features.manifest["emotion"].to_numpy()
+    groups = features.manifest["speaker"].to_numpy()
+    storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+    tuning.prepare_storage(storage)
+    original_fit, calls = LogisticRegression.fit, {"n": 0}
+
+    def interrupted_fit(self, *args, **kwargs):  # Ctrl-C during the third trial (3 inner folds a trial)
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 1:
+            raise KeyboardInterrupt
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune("logreg", x, y, groups, n_trials=5, seed=0, storage=storage, study_name="s")
+    monkeypatch.setattr(LogisticRegression, "fit", original_fit)
+    study = optuna.load_study(study_name="s", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2
+    first = [(t.number, t.params, t.value) for t in done]
+    result = tuning.tune("logreg", x, y, groups, n_trials=5, seed=0, storage=storage, study_name="s")
+    study = optuna.load_study(study_name="s", storage=storage)
+    complete = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                       optuna.trial.TrialState.PRUNED)]
+    assert result.n_trials == 5 and result.new_trials == 3  # only the missing trials ran
+    assert [(t.number, t.params, t.value) for t in complete[:2]] == first  # finished trials kept, not redone
+    assert [t.number for t in complete[2:]] == [3, 4, 5]  # numbering continues after the interrupted trial 2
+
+
+def test_ensemble_methods_agree_on_shapes_and_pick_top_k(features, tmp_path):
+    x = MultiInput(features.functionals)
+    y, groups = features.manifest["emotion"].to_numpy(), features.manifest["speaker"].to_numpy()
+    test = np.isin(groups, sorted(set(groups))[:2])
+    for method in ("soft", "hard", "weighted", "stacking"):
+        model = EnsembleClassifier(method=method, members=("logreg", "svm", "random_forest"), top_k=2,
+                                   cache_dir=str(tmp_path)).fit(x[~test], y[~test], groups[~test])
+        assert len(model.chosen_) == 2
+        ranked = sorted(model.inner_uar_, key=lambda n: -model.inner_uar_[n])
+        assert model.chosen_ == ranked[:2]
+        probabilities = model.predict_proba(x[test])
+        assert probabilities.shape == (test.sum(), 3) and np.allclose(probabilities.sum(axis=1), 1)
+
+
+def test_bad_tuning_budget_is_a_suite_error():
+    with pytest.raises(SuiteError, match="trials"):
+        parse_suite({"corpora": ["synthetic"], "models": ["svm"], "tuning": {"svm": {"trails": 3}}}, default_name="x")
+
+
+def test_dask_cluster_gives_the_same_records(tmp_path):
+    distributed = pytest.importorskip("dask.distributed", reason="the dask extra is not installed")
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "random_forest"], "corpus_options": CORPUS},
+                        default_name="dask")
+    local = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "local", cache_dir=tmp_path / "c",
+                                 progress=False, jobs=1))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "dask", cache_dir=tmp_path / "c",
+                                      progress=False, scheduler=cluster.scheduler_address))
+
+    def rows(summary):
+        return {r["config_hash"]: (r["uar"], r["confusion"], r["test_speakers"])
+                for r in RecordStore(summary.folder).load()}
+
+    assert remote.trained == local.trained == 4 and rows(remote) == rows(local)
