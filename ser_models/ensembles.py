@@ -166,4 +166,5 @@ for _name, _method, _description in (
     register_model(
         _name, family="ensemble", input="multi", description=_description, fit_groups=True,
         defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {}},
+        search_space=lambda trial: {"top_k": trial.suggest_int("top_k", 2, len(DEFAULT_MEMBERS))},
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))
