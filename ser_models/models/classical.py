@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.svm import SVC
@@ -17,6 +18,17 @@ from ser_models.models.registry import register_model
 
 def _scaled(classifier) -> Pipeline:
     return Pipeline([("scaler", StandardScaler()), ("classifier", classifier)])
+
+
+class CalibrationFolds:
+    """Stratified 3-fold (what cv=3 gives), or 2 when a class has fewer than 3 training rows (tiny corpora)."""
+
+    def split(self, X, y, groups=None):
+        smallest = int(np.unique(np.asarray(y), return_counts=True)[1].min())
+        return StratifiedKFold(n_splits=max(2, min(3, smallest))).split(X, y)
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return 3 if y is None else max(2, min(3, int(np.unique(np.asarray(y), return_counts=True)[1].min())))
 
 
 @register_model(
@@ -30,7 +42,7 @@ def _scaled(classifier) -> Pipeline:
 def make_svm(*, seed: int, C: float, gamma) -> Pipeline:
     # Platt-scaled probabilities from 3 inner folds of the training rows (never the test fold).
     svc = SVC(C=C, gamma=gamma, kernel="rbf", random_state=seed)
-    return _scaled(CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False))
+    return _scaled(CalibratedClassifierCV(svc, method="sigmoid", cv=CalibrationFolds(), ensemble=False))
 
 
 @register_model(
