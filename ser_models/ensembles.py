@@ -18,6 +18,8 @@ fold share their members' work.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from joblib import Memory
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -106,7 +108,9 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         for name in self.members:
             oof[name] = out_of_fold(name, params.get(name, {}), self.seed, X.for_model(name), y, groups, splits,
                                     self.classes_)
-            inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
+            with warnings.catch_warnings():  # a member may predict a class no training row of a fold has
+                warnings.simplefilter("ignore", UserWarning)
+                inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
         ranked = sorted(self.members, key=lambda n: -inner_uar[n])
         self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
         self.inner_uar_ = inner_uar
