@@ -174,6 +174,9 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
         parts += ["Speaker gender (from the corpus metadata) appended to the utterance functionals:",
                   tabulate(gender_rows, headers=["model", "UAR without", "UAR with gender", "difference"],
                            tablefmt="github", disable_numparse=True)]
+    if "family" in group.columns and (group["family"] == "ensemble").any():
+        parts.append("Ensembles share their members' inner-fold fits and refits (memoised per fold), so the "
+                     "first ensemble of a fold carries the members' cost in its fit time and the others look cheap.")
     if figure_links:
         parts.append("Figures: " + ", ".join(figure_links) + ".")
     return "\n\n".join(parts)
