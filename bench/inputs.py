@@ -11,20 +11,21 @@ from ser_models.models import model_spec
 from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
 from ser_models.protocols import SpeakerLeakError, assert_speaker_disjoint
 
-# Each input kind: how to build it from (utterance vectors, frame matrices), and how to stack row blocks of it.
-MODEL_INPUTS = {
-    "functionals": lambda vectors, frames: vectors,
-    "frames": lambda vectors, frames: pad_frames(frames, DEFAULT_MAX_FRAMES),
-    "fusion": lambda vectors, frames: _fusion(vectors, frames),
-}
-STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
-                "multi": MultiInput.concatenate}
-GENDER_CODES = {"female": 0.0, "male": 1.0}
-
 
 def _fusion(vectors: np.ndarray, frames: list[np.ndarray]) -> FrameBatch:
     batch = pad_frames(frames, DEFAULT_MAX_FRAMES)
     return FrameBatch(batch.values, batch.lengths, vectors)
+
+
+# Each input kind: how to build it from (utterance vectors, frame matrices), and how to stack row blocks of it.
+MODEL_INPUTS = {
+    "functionals": lambda vectors, frames: vectors,
+    "frames": lambda vectors, frames: pad_frames(frames, DEFAULT_MAX_FRAMES),
+    "fusion": _fusion,
+}
+STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
+                "multi": MultiInput.concatenate}
+GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
 def gender_column(manifest: pd.DataFrame) -> np.ndarray:

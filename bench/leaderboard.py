@@ -279,19 +279,16 @@ def render_leaderboard(
     if load_predictions is not None:
         load_predictions = lru_cache(maxsize=None)(load_predictions)  # each file is read once per rendering
     frame = records_frame(records, load_predictions)
-    sections, speakers, best = [], [], {}
-    shown_target = "emotion"
+    emotion, others, speakers, best = [], [], [], {}
     for target, corpus, protocol, group in _tables(frame):
-        if target != shown_target:
-            sections.append(f"# {target.capitalize()} recognition\n\nThe same features, models and "
-                            f"speaker-independent folds, predicting the speaker's {target} from the corpus "
-                            f"metadata. Corpora without {target} metadata are left out, not guessed.")
-            shown_target = target
+        sections = emotion if target == "emotion" else others
+        if target != "emotion" and not any(text.startswith(f"# {target.capitalize()}") for text in others):
+            others.append(f"# {target.capitalize()} recognition\n\nThe same features, models and "
+                          f"speaker-independent folds, predicting the speaker's {target} from the corpus "
+                          f"metadata. Corpora without {target} metadata are left out, not guessed.")
         title_corpus = corpus if target == "emotion" else f"{corpus} ({target})"
-        links = [
-            f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
-            for (c, p, name), path in sorted(figures.items()) if (c, p) == (title_corpus, protocol)
-        ]
+        links = [_link(name, path, link_base) for (c, p, name), path in sorted(figures.items())
+                 if (c, p) == (title_corpus, protocol)]
         sections.append(corpus_section(title_corpus, protocol, group, links, load_predictions))
         table = _model_table(group)
         best[f"{corpus}/{protocol}" + ("" if target == "emotion" else f"/{target}")] = (
@@ -301,18 +298,16 @@ def render_leaderboard(
             if predictions is not None:
                 speakers.append(per_speaker_section(corpus, protocol, table.index[0], predictions))
     cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
-    emotion_part = [*(["## Per-speaker results of the best model of each corpus", *speakers] if speakers else [])]
     if not cross.empty:
-        links = [f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
-                 for (c, _, name), path in sorted(figures.items()) if c == "cross_corpus"]
-        emotion_part.insert(0, cross_corpus_section(cross) + ("\n\nFigure: " + ", ".join(links) + "." if links else ""))
-    split = _first_other_target(sections)
-    sections = [*sections[:split], *emotion_part, *sections[split:]]
-    return "\n\n".join([*header, *sections]) + "\n", best
+        links = [_link(name, path, link_base) for (c, _, name), path in sorted(figures.items()) if c == "cross_corpus"]
+        emotion.append(cross_corpus_section(cross) + ("\n\nFigure: " + ", ".join(links) + "." if links else ""))
+    if speakers:
+        emotion += ["## Per-speaker results of the best model of each corpus", *speakers]
+    return "\n\n".join([*header, *emotion, *others]) + "\n", best
 
 
-def _first_other_target(sections: list[str]) -> int:
-    return next((i for i, text in enumerate(sections) if text.startswith("# ")), len(sections))
+def _link(name: str, path: Path, link_base: Path | None) -> str:
+    return f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
 
 
 def roc_figures(frame: pd.DataFrame, load_predictions, folder: Path) -> dict[tuple[str, str, str], Path]:

@@ -28,7 +28,6 @@ from sklearn.metrics import balanced_accuracy_score
 
 from ser_models.models.frames import FrameBatch
 from ser_models.models.registry import model_spec, register_model
-from ser_models.protocols import assert_speaker_disjoint
 from ser_models.tuning import inner_speaker_folds
 
 
@@ -152,12 +151,6 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: MultiInput) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-def check_inner_disjoint(estimator: EnsembleClassifier, test_speakers) -> None:
-    """Raise SpeakerLeakError if an inner fold of the ensemble held an outer-test speaker."""
-    for speakers in estimator.inner_speakers_:
-        assert_speaker_disjoint(speakers, test_speakers)
 
 
 DEFAULT_MEMBERS = ("logreg", "svm", "xgboost", "mlp")

@@ -14,7 +14,6 @@ EMOTION_WORDS = {
     "sadness": "sad", "ps": "surprised", "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
     "surprise": "surprised", "surprised": "surprised",
 }
-SPEAKERS = ("OAF", "YAF")
 FOLDER_PATTERN = re.compile(r"^(OAF|YAF)_(.+)$", re.IGNORECASE)
 FILE_PATTERN = re.compile(r"^(OAF|YAF)_([a-z]+)_(.+)$", re.IGNORECASE)
 
