@@ -15,6 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.download import ARCHIVES, DownloadError, download_corpus
+from bench.inputs import ModelInputError
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, select_device
@@ -25,8 +26,8 @@ from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import ProtocolError, SpeakerLeakError
 
-USER_ERRORS = (BenchError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError, MissingExtraError,
-               SavedModelError, DownloadError, KeyError)
+USER_ERRORS = (BenchError, ModelInputError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError,
+               MissingExtraError, SavedModelError, DownloadError, KeyError)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,6 +28,10 @@ STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate,
 GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
+class ModelInputError(ValueError):
+    """The inputs a model asked for cannot be built from the features at hand."""
+
+
 def gender_column(manifest: pd.DataFrame) -> np.ndarray:
     """(n, 1) speaker gender from the corpus metadata: 1 male, 0 female; refuses unknown genders."""
     unknown = ~manifest["gender"].isin(list(GENDER_CODES))
@@ -41,15 +45,17 @@ class ModelInputs:
     """Model inputs of one table, built once per kind, plus aligned augmented copies.
 
     `target` is the manifest column predicted (emotion, or gender); `gender_input` appends the
-    speaker's gender from the metadata to the utterance functionals.
+    speaker's gender from the metadata to the utterance functionals. `other_sets` are the same
+    utterances on other feature sets (e.g. ComParE), read by ensemble members "model@compare".
     """
 
     def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = (), *, target: str = "emotion",
-                 gender_input: bool = False):
+                 gender_input: bool = False, other_sets: dict[str, FeatureSet] | None = None):
         self.features = features
         self.target = target
         self.gender_input = gender_input
         self.sets = [features, *augmented]
+        self.other_sets = dict(other_sets or {})
         # Row of each original utterance in each set (-1 where its augmented copy failed).
         self.positions = [
             pd.Series(np.arange(len(s.manifest)), index=s.manifest["path"]).reindex(features.manifest["path"])
@@ -60,7 +66,8 @@ class ModelInputs:
 
     def _input(self, kind: str, index: int):
         if kind == "multi":  # ensembles: every kind their members may read, built from the shared ones
-            return MultiInput(self._input("functionals", index), self._input("frames", index))
+            return MultiInput(self._input("functionals", index), self._input("frames", index),
+                              {name: self._other_functionals(name, index) for name in self.other_sets})
         if (kind, index) not in self._built:
             features = self.sets[index]
             vectors = features.functionals
@@ -68,6 +75,24 @@ class ModelInputs:
                 vectors = np.hstack([vectors, gender_column(features.manifest)])
             self._built[(kind, index)] = MODEL_INPUTS[kind](vectors, features.frames)
         return self._built[(kind, index)]
+
+    def _other_functionals(self, name: str, index: int) -> np.ndarray:
+        """Functionals of feature set `name`, aligned with the rows of set `index` (originals only)."""
+        if ("other", name, index) not in self._built:
+            other, manifest = self.other_sets[name], self.sets[index].manifest
+            if index > 0:
+                raise ModelInputError(f"ensemble members on the {name} features cannot train on augmented copies "
+                                 f"(their {name} features are not extracted); drop the suite's augmentation or them")
+            rows = pd.Series(np.arange(len(other.manifest)), index=other.manifest["path"]).reindex(manifest["path"])
+            if rows.isna().any():
+                missing = manifest["path"][rows.isna().to_numpy()].tolist()
+                raise ModelInputError(f"{len(missing)} utterances have no {name} features (e.g. {missing[0]}); "
+                                 f"ensemble members on {name} need every utterance")
+            vectors = other.functionals[rows.astype(int).to_numpy()]
+            if self.gender_input:
+                vectors = np.hstack([vectors, gender_column(manifest)])
+            self._built[("other", name, index)] = vectors
+        return self._built[("other", name, index)]
 
     def test_set(self, model: str, test: np.ndarray):
         """Original (never augmented) inputs of the test rows."""

@@ -16,12 +16,13 @@ import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
-from bench.inputs import ModelInputs, job_data
+from bench.inputs import MODEL_INPUTS, ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions, record_identity
 from bench.saved_models import save_best_model
 from bench.suite import Suite
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
+from ser_models.ensembles import member_feature_set
 from ser_models.feature_cache import FeatureSet, extract_features
 from ser_models.features import FeatureSpec
 from ser_models.metrics import classification_metrics, roc_auc
@@ -319,8 +320,15 @@ def model_params(suite: Suite, model: str) -> dict:
     """A model's parameters in this suite; an ensemble also carries each member's."""
     params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
     if model_spec(model).family == "ensemble":
-        params["member_params"] = {m: model_params(suite, m) for m in params["members"]}
+        params["member_params"] = {m: model_params(suite, member_feature_set(m)[0]) for m in params["members"]}
     return params
+
+
+def member_feature_sets(suite: Suite, models: list[str]) -> list[str]:
+    """Feature sets (besides the suite's own) that the ensembles' members read, e.g. ["compare"]."""
+    needed = [member_feature_set(m)[1] for model in models if model_spec(model).family == "ensemble"
+              for m in model_params(suite, model)["members"]]
+    return list(dict.fromkeys(f for f in needed if f and f != suite.features.feature_set))
 
 
 def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
@@ -437,6 +445,16 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
     return features
 
 
+def _other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) -> dict[str, FeatureSet]:
+    """The dataset's utterances on other feature sets, for ensemble members that read them."""
+    return {
+        feature_set: FeatureSet.concat([variant_sets[(corpus, feature_set)] for corpus in dataset.corpora])
+        for feature_set in feature_sets
+        if dataset.spec.feature_set != feature_set
+        and all((corpus, feature_set) in variant_sets for corpus in dataset.corpora)
+    }
+
+
 def _augmented_features(options: RunOptions, dataset: Dataset) -> list[FeatureSet]:
     return [
         extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
@@ -471,12 +489,16 @@ def run_suite(options: RunOptions) -> RunSummary:
         corpus_sets[corpus] = _load_features(options, corpus)
         skipped_rows += [{"corpus": corpus, **row} for row in corpus_sets[corpus].skipped]
     variant_sets = {}
-    for feature_set in dict.fromkeys(v["feature_set"] for v in suite.variants if "feature_set" in v):
+    member_sets = member_feature_sets(suite, models)
+    for feature_set in dict.fromkeys([*(v["feature_set"] for v in suite.variants if "feature_set" in v),
+                                      *member_sets]):
         spec = dataclasses.replace(suite.features, feature_set=feature_set)
         try:
             spec.check_available()
         except MissingExtraError as error:
             log.warning("rows on the %s feature set left out: %s", feature_set, error)
+            if feature_set in member_sets:
+                models = [m for m in models if feature_set not in member_feature_sets(suite, [m])]
             continue
         for corpus in corpora:
             variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec)
@@ -499,7 +521,8 @@ def run_suite(options: RunOptions) -> RunSummary:
         reused += reused_here
         labels = sorted(features.manifest[dataset.target].unique())
         inputs = ModelInputs(features, _augmented_features(options, dataset) if jobs else [], target=dataset.target,
-                             gender_input=bool(dataset.variant.get("gender_input")))
+                             gender_input=bool(dataset.variant.get("gender_input")),
+                             other_sets=_other_sets(dataset, variant_sets, member_sets))
         calls = (
             delayed(fit_and_predict)(
                 job.model, job.params, job.seed,
@@ -558,6 +581,7 @@ def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Da
             rows = rows[rows["target"].fillna("emotion") == "emotion"]
         if "variant" in rows.columns:
             rows = rows[rows["variant"].isna()]
+        rows = rows[rows["model"].map(lambda m: m in model_names() and model_spec(m).input in MODEL_INPUTS)]
         if rows.empty:
             continue
         uar = rows.groupby("model")["uar"].mean()

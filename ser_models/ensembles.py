@@ -31,18 +31,31 @@ from ser_models.models.registry import model_spec, register_model
 from ser_models.tuning import inner_speaker_folds
 
 
-class MultiInput:
-    """Aligned rows of several input kinds (functionals, frames); slices and stacks like one array."""
+def member_feature_set(name: str) -> tuple[str, str | None]:
+    """'logreg@compare' -> ('logreg', 'compare'): a member on another feature set's functionals."""
+    model, _, feature_set = name.partition("@")
+    return model, feature_set or None
 
-    def __init__(self, functionals: np.ndarray, frames: FrameBatch | None = None):
+
+class MultiInput:
+    """Aligned rows of several input kinds (functionals, frames, other feature sets' functionals).
+
+    Slices and stacks like one array. `other_functionals` maps a feature set (e.g. "compare") to
+    its utterance functionals for the same rows, read by members named "model@feature_set".
+    """
+
+    def __init__(self, functionals: np.ndarray, frames: FrameBatch | None = None,
+                 other_functionals: dict[str, np.ndarray] | None = None):
         self.functionals = functionals
         self.frames = frames
+        self.other_functionals = dict(other_functionals or {})
 
     def __len__(self) -> int:
         return len(self.functionals)
 
     def __getitem__(self, rows) -> MultiInput:
-        return MultiInput(self.functionals[rows], None if self.frames is None else self.frames[rows])
+        return MultiInput(self.functionals[rows], None if self.frames is None else self.frames[rows],
+                          {k: v[rows] for k, v in self.other_functionals.items()})
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,11 +64,20 @@ class MultiInput:
     @staticmethod
     def concatenate(parts: list[MultiInput]) -> MultiInput:
         frames = None if parts[0].frames is None else FrameBatch.concatenate([p.frames for p in parts])
-        return MultiInput(np.concatenate([p.functionals for p in parts]), frames)
+        others = {k: np.concatenate([p.other_functionals[k] for p in parts]) for k in parts[0].other_functionals}
+        return MultiInput(np.concatenate([p.functionals for p in parts]), frames, others)
 
     def for_model(self, name: str):
-        """The input that model `name` reads."""
-        kind = model_spec(name).input
+        """The input that member `name` ("model" or "model@feature_set") reads."""
+        model, feature_set = member_feature_set(name)
+        kind = model_spec(model).input
+        if feature_set is not None:
+            if kind != "functionals":
+                raise ValueError(f"member {name!r}: only utterance-functional models can read another feature set")
+            if feature_set not in self.other_functionals:
+                raise ValueError(f"member {name!r} reads the {feature_set} functionals, which the ensemble input "
+                                 f"lacks (it has: {', '.join(sorted(self.other_functionals)) or 'none'})")
+            return self.other_functionals[feature_set]
         if kind == "functionals":
             return self.functionals
         if self.frames is None:
@@ -66,7 +88,7 @@ class MultiInput:
 
 
 def _fit_member(name: str, params: dict, seed: int, x, y, groups):
-    spec = model_spec(name)
+    spec = model_spec(member_feature_set(name)[0])
     estimator = spec.build(seed=seed, **params)
     return estimator.fit(x, y, **({"groups": groups} if spec.fit_groups else {}))
 

@@ -136,3 +136,32 @@ def test_dask_cluster_gives_the_same_records(tmp_path):
                 for r in RecordStore(summary.folder).load()}
 
     assert remote.trained == local.trained == 4 and rows(remote) == rows(local)
+
+
+def test_members_on_another_feature_set_read_it(features, tmp_path):
+    """'logreg@other' trains on the other set's functionals: the same model as logreg fed them directly."""
+    y, groups = features.manifest["emotion"].to_numpy(), features.manifest["speaker"].to_numpy()
+    other = np.random.default_rng(0).normal(size=(len(y), 7)) + (y == "angry")[:, None]
+    x = MultiInput(features.functionals, other_functionals={"other": other})
+    test = np.isin(groups, sorted(set(groups))[:2])
+    mixed = EnsembleClassifier(method="soft", members=("logreg@other",), cache_dir=str(tmp_path / "a")).fit(
+        x[~test], y[~test], groups[~test])
+    direct = EnsembleClassifier(method="soft", members=("logreg",), cache_dir=str(tmp_path / "b")).fit(
+        MultiInput(other[~test]), y[~test], groups[~test])
+    assert np.allclose(mixed.predict_proba(x[test]), direct.predict_proba(MultiInput(other[test])))
+    assert mixed.members_["logreg@other"].named_steps["scaler"].n_features_in_ == 7
+    with pytest.raises(ValueError, match="lacks"):
+        EnsembleClassifier(members=("logreg@compare",), cache_dir=str(tmp_path)).fit(x, y, groups)
+
+
+def test_other_feature_sets_are_aligned_by_path_and_complete(features):
+    from bench.inputs import ModelInputError, ModelInputs
+
+    reordered = features.subset(np.arange(len(features.manifest))[::-1])
+    inputs = ModelInputs(features, other_sets={"other": reordered})
+    rows = np.arange(5)
+    x, _, _, _ = inputs.training_set("soft_vote", rows)
+    assert np.array_equal(x.other_functionals["other"], features.functionals[rows])
+    partial = ModelInputs(features, other_sets={"other": features.subset(np.arange(3))})
+    with pytest.raises(ModelInputError, match="no other features"):
+        partial.training_set("soft_vote", rows)
