@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -536,7 +537,9 @@ def run_suite(options: RunOptions) -> RunSummary:
         )
         bar = tqdm(total=len(jobs), desc=f"{dataset.name} folds", unit="fit",
                    disable=None if options.progress is None else not options.progress)
-        with _backend(options):  # the results are consumed inside: the cluster client must stay open
+        with _backend(options), warnings.catch_warnings():  # results consumed inside: the client stays open
+            # loky restarts workers whose memory grew (JAX caches) between jobs; a job lost that way raises.
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
             outcomes = Parallel(n_jobs=-1 if options.scheduler else options.jobs, return_as="generator")(calls)
             for job, outcome in zip(jobs, outcomes, strict=True):
                 record, predictions = _record(options, job, dataset, outcome, labels)
