@@ -46,7 +46,7 @@ def main() -> None:
     folds = make_folds("emobox", features.manifest)
     for name in args.model:
         spec = model_spec(name)
-        x = MODEL_INPUTS[spec.input](features)
+        x = MODEL_INPUTS[spec.input](features.functionals, features.frames)
         seconds, scores, epochs = [], [], []
         for index in args.folds:
             train, test = folds[index].split(features.manifest)
