@@ -82,12 +82,12 @@ class ModelInputs:
             other, manifest = self.other_sets[name], self.sets[index].manifest
             if index > 0:
                 raise ModelInputError(f"ensemble members on the {name} features cannot train on augmented copies "
-                                 f"(their {name} features are not extracted); drop the suite's augmentation or them")
+                                      f"(their {name} features are not extracted); drop the augmentation or them")
             rows = pd.Series(np.arange(len(other.manifest)), index=other.manifest["path"]).reindex(manifest["path"])
             if rows.isna().any():
                 missing = manifest["path"][rows.isna().to_numpy()].tolist()
                 raise ModelInputError(f"{len(missing)} utterances have no {name} features (e.g. {missing[0]}); "
-                                 f"ensemble members on {name} need every utterance")
+                                      f"ensemble members on {name} need every utterance")
             vectors = other.functionals[rows.astype(int).to_numpy()]
             if self.gender_input:
                 vectors = np.hstack([vectors, gender_column(manifest)])

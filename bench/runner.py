@@ -447,12 +447,13 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
 
 
 def _other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) -> dict[str, FeatureSet]:
-    """The dataset's utterances on other feature sets, for ensemble members that read them."""
+    """The dataset's utterances on the feature sets that ensemble members name ("logreg@compare")."""
     return {
-        feature_set: FeatureSet.concat([variant_sets[(corpus, feature_set)] for corpus in dataset.corpora])
+        feature_set: dataset.features if dataset.spec.feature_set == feature_set
+        else FeatureSet.concat([variant_sets[(corpus, feature_set)] for corpus in dataset.corpora])
         for feature_set in feature_sets
-        if dataset.spec.feature_set != feature_set
-        and all((corpus, feature_set) in variant_sets for corpus in dataset.corpora)
+        if dataset.spec.feature_set == feature_set
+        or all((corpus, feature_set) in variant_sets for corpus in dataset.corpora)
     }
 
 
