@@ -22,12 +22,13 @@ from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, s
 from bench.saved_models import SavedModelError, choose_model, predict_files
 from bench.suite import SuiteError, load_suite, suite_names
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
+from ser_models.feature_cache import ExtractionCrashError
 from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import ProtocolError, SpeakerLeakError
 
 USER_ERRORS = (BenchError, ModelInputError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError,
-               MissingExtraError, SavedModelError, DownloadError, KeyError)
+               MissingExtraError, SavedModelError, DownloadError, ExtractionCrashError, KeyError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +91,7 @@ def _list(what: str) -> None:
             info = corpus_info(name)
             print(f"{name:12} {info.title}; {info.n_speakers} speakers; {', '.join(info.emotions)}")
             print(f"{'':12} layout: {info.layout}; licence: {info.license}")
+            print(f"{'':12} cite: {info.citation}")
     elif what == "models":
         for name in model_names():
             spec = model_spec(name)
@@ -128,7 +130,9 @@ def _run(args: argparse.Namespace) -> None:
     if (summary.folder / "figures").is_dir():
         print(f"  figures: {summary.folder / 'figures'}")
     if summary.skipped_files:
-        print(f"  skipped files and reasons: {summary.folder / 'skipped.csv'}")
+        print(f"  skipped {summary.skipped_files} files, by reason (each file in {summary.folder / 'skipped.csv'}):")
+        for reason, count in summary.skipped_by_reason.items():
+            print(f"    {count:6d}  {reason}")
     print(f"  leaderboard: {summary.leaderboard}")
     if suite.publish:
         print(f"  published: {args.results_dir / 'leaderboard.md'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ser_models.ensembles import MultiInput
+from ser_models.ensembles import MultiInput, member_feature_set
 from ser_models.feature_cache import FeatureSet
 from ser_models.models import model_spec
 from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
@@ -24,7 +24,7 @@ MODEL_INPUTS = {
     "fusion": _fusion,
 }
 STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
-                "multi": MultiInput.concatenate}
+                "multi": MultiInput.concatenate, "multi_functionals": MultiInput.concatenate}
 GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
@@ -65,11 +65,15 @@ class ModelInputs:
         self._built: dict[tuple[str, int], object] = {}
 
     def _input(self, kind: str, index: int):
-        if kind == "multi":  # ensembles: every kind their members may read, built from the shared ones
-            return MultiInput(self._input("functionals", index), self._input("frames", index),
+        if kind in ("multi", "multi_functionals"):  # ensembles: the kinds their members read, from the shared ones
+            frames = self._input("frames", index) if kind == "multi" else None
+            return MultiInput(self._input("functionals", index), frames,
                               {name: self._other_functionals(name, index) for name in self.other_sets})
         if (kind, index) not in self._built:
             features = self.sets[index]
+            if kind != "functionals" and features.frames is None:
+                raise ModelInputError(f"{kind} models need frame features, which were not extracted for this "
+                                      f"feature set ({features.functional_names[0]}, ...)")
             vectors = features.functionals
             if self.gender_input:
                 vectors = np.hstack([vectors, gender_column(features.manifest)])
@@ -94,13 +98,13 @@ class ModelInputs:
             self._built[("other", name, index)] = vectors
         return self._built[("other", name, index)]
 
-    def test_set(self, model: str, test: np.ndarray):
+    def test_set(self, model: str, test: np.ndarray, members: list[str] | None = None):
         """Original (never augmented) inputs of the test rows."""
-        return self._input(model_spec(model).input, 0)[test]
+        return self._input(input_kind(model, members), 0)[test]
 
-    def training_set(self, model: str, train: np.ndarray):
+    def training_set(self, model: str, train: np.ndarray, members: list[str] | None = None):
         """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
-        kind = model_spec(model).input
+        kind = input_kind(model, members)
         blocks, sources = [], []
         for index, positions in enumerate(self.positions):
             rows = positions[train]
@@ -113,12 +117,21 @@ class ModelInputs:
         return x, manifest[self.target].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
 
 
+def input_kind(model: str, members: list[str] | None = None) -> str:
+    """What `model` reads; an ensemble whose members all read functionals gets no padded frames."""
+    kind = model_spec(model).input
+    if kind == "multi" and members is not None and all(
+            model_spec(member_feature_set(m)[0]).input == "functionals" for m in members):
+        return "multi_functionals"
+    return kind
+
+
 def job_data(inputs: ModelInputs, model: str, train: np.ndarray, test: np.ndarray,
-             speaker_independent: bool = True) -> tuple:
+             speaker_independent: bool = True, members: list[str] | None = None) -> tuple:
     """Arguments of fit_and_predict after the seed; asserts no test utterance (or copy) is trained on."""
-    x_train, y_train, groups_train, source = inputs.training_set(model, train)
+    x_train, y_train, groups_train, source = inputs.training_set(model, train, members)
     if np.isin(source, test).any():
         raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
     if speaker_independent:
         assert_speaker_disjoint(groups_train, inputs.features.manifest["speaker"].to_numpy()[test])
-    return x_train, y_train, groups_train, inputs.test_set(model, test)
+    return x_train, y_train, groups_train, inputs.test_set(model, test, members)

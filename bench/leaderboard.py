@@ -89,6 +89,8 @@ def _dataset_facts(group: pd.DataFrame) -> str:
     if not _speaker_independent(group):
         folds = (f"{one_pass['fold'].nunique()} utterance-level folds: the same speakers train and test, "
                  "so these numbers are speaker-DEPENDENT and not comparable with the other tables")
+    elif all(len(s) == 1 for s in one_pass["test_speakers"]):
+        folds = f"{one_pass['fold'].nunique()} speaker-disjoint folds: leave one speaker out"
     else:
         folds = (f"{one_pass['fold'].nunique()} speaker-disjoint folds, "
                  f"about {np.mean([len(s) for s in one_pass['test_speakers']]):.1f} test speakers each")
@@ -118,7 +120,9 @@ def bootstrap_table(group: pd.DataFrame, entries: list[str], load_predictions) -
         predictions = _best_predictions(group, entry, load_predictions)
         if predictions is None:
             return {}
-        tables[entry] = predictions.drop_duplicates("path").set_index("path")
+        # Paths are relative to each corpus folder: with the corpus-prefixed speaker they name one utterance.
+        predictions = predictions.assign(utterance=predictions["speaker"] + "/" + predictions["path"])
+        tables[entry] = predictions.drop_duplicates("utterance").set_index("utterance")
     common = sorted(set.intersection(*(set(t.index) for t in tables.values())))
     if not common:
         return {}

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
+from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from tqdm.auto import tqdm
 
 from bench.inputs import MODEL_INPUTS, ModelInputs, job_data
@@ -40,6 +42,9 @@ from ser_models.protocols import (
 from ser_models.tuning import prepare_storage, tune
 
 log = logging.getLogger(__name__)
+
+
+_PORTABLE_PATH = "relpath"
 
 
 class BenchError(RuntimeError):
@@ -99,6 +104,13 @@ class RunSummary:
     skipped_files: int
     best: dict[str, tuple[str, float]]  # corpus/protocol -> (model, mean UAR)
     saved_models: dict[str, str] = field(default_factory=dict)  # corpus -> model refit on all of it
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # reason (details elided) -> files
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its file-specific details, so that like reasons count together."""
+    kind = re.sub(r"\([^)]*\)|'[^']*'|\"[^\"]*\"", "…", reason)
+    return ":".join(kind.split(":")[:2]).strip()
 
 
 def resolve_models(requested: tuple[str, ...]) -> list[str]:
@@ -339,9 +351,10 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
     jobs, reused, planned = [], 0, {}
     fold_options = {k: v for k, v in dataset.fold_options.items() if v is not None}
     for protocol in dataset.protocols:
+        options_here = {**suite.protocol_options, **fold_options} if protocol == "speaker_folds" else fold_options
         for seed in seeds:
             try:
-                folds = make_folds(protocol, features.manifest, seed=seed, **fold_options)
+                folds = make_folds(protocol, features.manifest, seed=seed, **options_here)
             except ProtocolError as error:
                 log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
                 break
@@ -383,7 +396,9 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
     for column, label in enumerate(outcome["classes"]):
         probabilities[:, labels.index(label)] = outcome["probabilities"][:, column]
     predictions = pd.DataFrame({
-        "path": manifest["path"].to_numpy()[job.test], "speaker": manifest["speaker"].to_numpy()[job.test],
+        # Paths relative to the corpus folder (and the content key): joinable to any copy of the corpus.
+        "path": manifest[_PORTABLE_PATH if _PORTABLE_PATH in manifest else "path"].to_numpy()[job.test],
+        "speaker": manifest["speaker"].to_numpy()[job.test],
         "key": np.asarray(features.keys)[job.test], "true": y_test, "predicted": outcome["predicted"],
     })
     for column, label in enumerate(labels):
@@ -428,7 +443,13 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
     return record, predictions
 
 
-def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None) -> FeatureSet:
+def _reads_frames(models) -> bool:
+    """Whether any of these models (names or families) reads frame features rather than functionals."""
+    return any(model_spec(m).input != "functionals" for m in resolve_models(tuple(models)))
+
+
+def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None, *,
+                   frames: bool = True) -> FeatureSet:
     corpus_options = options.suite.corpus_options.get(corpus, {})
     root = corpus_root(corpus, corpus_options, options.data_root, options.cache_dir)
     manifest = load_corpus(corpus, root, **corpus_options)
@@ -438,7 +459,7 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
             raise BenchError(f"corpus {corpus!r}: no utterances left after the suite's label options")
     features = extract_features(
         manifest, spec or options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs,
-        progress=options.progress,
+        progress=options.progress, frames=frames,
     )
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
@@ -460,7 +481,8 @@ def _other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) -
 def _augmented_features(options: RunOptions, dataset: Dataset) -> list[FeatureSet]:
     return [
         extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
-                         n_jobs=options.jobs, progress=options.progress, augmentation=augmentation)
+                         n_jobs=options.jobs, progress=options.progress, augmentation=augmentation,
+                         frames=dataset.features.frames is not None)
         for augmentation in options.suite.augment
     ]
 
@@ -479,6 +501,11 @@ def run_suite(options: RunOptions) -> RunSummary:
     models = resolve_models(options.models or suite.models)
     manifests = register_manifests(suite.manifests | options.manifests, options.data_root)
     corpora = resolve_corpora(options.corpora or suite.corpora, options.data_root, tuple(manifests))
+    left_out = [name for name in manifests if name not in corpora]
+    if left_out and options.corpora:  # --corpus chose the corpora: say which declared ones it leaves out
+        log.warning("manifest corpora %s are not among --corpus %s: left out", left_out, list(options.corpora))
+    elif left_out:  # a declared manifest is a corpus the suite wants, even when `corpora` does not name it
+        corpora += left_out
     folder = options.results_dir / suite.name
     store = RecordStore(folder)
     if options.fresh:
@@ -488,7 +515,7 @@ def run_suite(options: RunOptions) -> RunSummary:
     skipped_rows: list[dict] = []
     corpus_sets = {}
     for corpus in corpora:
-        corpus_sets[corpus] = _load_features(options, corpus)
+        corpus_sets[corpus] = _load_features(options, corpus, frames=_reads_frames(models))
         skipped_rows += [{"corpus": corpus, **row} for row in corpus_sets[corpus].skipped]
     variant_sets = {}
     member_sets = member_feature_sets(suite, models)
@@ -502,8 +529,10 @@ def run_suite(options: RunOptions) -> RunSummary:
             if feature_set in member_sets:
                 models = [m for m in models if feature_set not in member_feature_sets(suite, [m])]
             continue
+        # An openSMILE set's frame pass runs only for the frame models of its variant rows.
+        frames = any(_reads_frames(v["models"]) for v in suite.variants if v.get("feature_set") == feature_set)
         for corpus in corpora:
-            variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec)
+            variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec, frames=frames)
             known = {row["path"] for row in corpus_sets[corpus].skipped}
             skipped_rows += [{"corpus": f"{corpus} ({feature_set})", **row}
                              for row in variant_sets[(corpus, feature_set)].skipped if row["path"] not in known]
@@ -528,7 +557,8 @@ def run_suite(options: RunOptions) -> RunSummary:
         calls = (
             delayed(fit_and_predict)(
                 job.model, job.params, job.seed,
-                *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent),
+                *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent,
+                          job.params.get("members")),
                 tuning=dataset.variant.get("tuned"), storage=storage,
                 study=f"{suite.name}-{dataset.name}-{job.protocol}-{job.model}-fold{job.fold.index}-seed{job.seed}"
                       f"-{job.key[:8]}",
@@ -542,17 +572,30 @@ def run_suite(options: RunOptions) -> RunSummary:
             # loky restarts workers whose memory grew (JAX caches) between jobs; a job lost that way raises.
             warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
             outcomes = Parallel(n_jobs=-1 if options.scheduler else options.jobs, return_as="generator")(calls)
-            for job, outcome in zip(jobs, outcomes, strict=True):
-                record, predictions = _record(options, job, dataset, outcome, labels)
-                store.append(record, predictions)
-                trained += 1
-                bar.update()
-        bar.close()
+            finished = 0
+            try:
+                for job, outcome in zip(jobs, outcomes, strict=True):
+                    record, predictions = _record(options, job, dataset, outcome, labels)
+                    store.append(record, predictions)
+                    trained += 1
+                    finished += 1
+                    bar.update()
+            except (TerminatedWorkerError, BrokenProcessPool) as error:
+                job = jobs[finished]
+                raise BenchError(
+                    f"training on {dataset.name}: a worker process died ({type(error).__name__}) with "
+                    f"{len(jobs) - finished} fits to go, near {job.model} {job.protocol} fold {job.fold.index} "
+                    f"seed {job.seed}; {trained} fits of this run are recorded and will be reused. Run the same "
+                    "command again; if it happens again, try --jobs 1 (memory) or --device cpu"
+                ) from None
+            finally:
+                bar.close()
     _write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
     saved = _save_best_models(options, store, main_datasets) if options.save_models else {}
+    by_reason = pd.Series([reason_kind(row["reason"]) for row in skipped_rows], dtype=object).value_counts()
     return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"],
-                      saved)
+                      saved, {str(k): int(v) for k, v in by_reason.items()})
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ser_models.augment import Augmentation
-from ser_models.corpora import CANONICAL_EMOTIONS
+from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
 from ser_models.protocols import PROTOCOLS
@@ -38,6 +38,7 @@ class Suite:
     corpus_options: dict = field(default_factory=dict)
     model_params: dict = field(default_factory=dict)
     protocol_models: dict = field(default_factory=dict)  # protocol -> models run under it (default: all)
+    protocol_options: dict = field(default_factory=dict)  # speaker_folds: {n_folds = K} or {leave_one_speaker_out}
     augment: tuple[Augmentation, ...] = ()  # augmented copies added to training folds only
     labels: dict = field(default_factory=dict)  # harmonisation for every corpus: {merge = {...}, drop = [...]}
     combined: dict = field(default_factory=dict)  # combined protocol: {labels = "shared"|"all", n_folds = K}
@@ -107,6 +108,7 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         corpus_options=dict(data.get("corpus_options", {})),
         model_params=dict(data.get("model_params", {})),
         protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
+        protocol_options=_protocol_options(data.get("protocol_options", {}), default_name),
         augment=_augmentations(data.get("augment", []), default_name),
         labels=_label_options(data.get("labels", {}), default_name),
         combined=_combined_options(data.get("combined", {}), default_name),
@@ -158,10 +160,25 @@ def _label_options(options: dict, suite: str) -> dict:
     unknown = sorted(set(options) - {"merge", "drop", "keep"})
     if unknown:
         raise SuiteError(f"suite {suite!r}: unknown [labels] keys {unknown}; allowed: drop, keep, merge")
-    bad = sorted({*options.get("merge", {}), *options.get("merge", {}).values(), *options.get("drop", ()),
-                  *options.get("keep", ())} - set(CANONICAL_EMOTIONS))
+    named = [*options.get("merge", {}), *options.get("merge", {}).values(), *options.get("drop", ()),
+             *options.get("keep", ())]
+    bad = sorted({str(label) for label in named if canonical_emotion(label) is None})
     if bad:
-        raise SuiteError(f"suite {suite!r}: [labels] names unknown emotions {bad}; use {list(CANONICAL_EMOTIONS)}")
+        raise SuiteError(f"suite {suite!r}: [labels] names {bad}, which are no class names; classes are words "
+                         f"such as {list(CANONICAL_EMOTIONS)} or a corpus' own (e.g. boredom)")
+    return dict(options)
+
+
+def _protocol_options(options: dict, suite: str) -> dict:
+    """[protocol_options] for speaker_folds: n_folds = K (>= 2) or leave_one_speaker_out = true."""
+    unknown = sorted(set(options) - {"n_folds", "leave_one_speaker_out"})
+    n_folds = options.get("n_folds")
+    if unknown or (n_folds is not None and (not isinstance(n_folds, int) or n_folds < 2)) or (
+            "leave_one_speaker_out" in options and not isinstance(options["leave_one_speaker_out"], bool)):
+        raise SuiteError(f"suite {suite!r}: [protocol_options] takes n_folds = K (K >= 2) or "
+                         f"leave_one_speaker_out = true, got {options}")
+    if n_folds is not None and options.get("leave_one_speaker_out"):
+        raise SuiteError(f"suite {suite!r}: [protocol_options] takes n_folds or leave_one_speaker_out, not both")
     return dict(options)
 
 

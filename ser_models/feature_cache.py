@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -12,17 +13,49 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
-from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file
+from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file, extract_signal
 
 log = logging.getLogger(__name__)
 
+# Every process that compiles librosa's cached numba functions takes this lock first: numba's
+# cache is not safe against two processes writing it at once (numba issue #10128: a mismatched
+# .nbc pair segfaults every later run). tempfile's folder is per machine, like numba's cache.
+NUMBA_LOCK = Path(tempfile.gettempdir()) / "ser-bench-numba-cache.lock"
+
+
+class ExtractionCrashError(RuntimeError):
+    """A worker process died (segfault, out of memory) while extracting features."""
+
+
+@functools.cache
+def warm_numba_cache(spec: FeatureSpec, augmentation: Augmentation | None = None) -> None:
+    """Compile (or load) every cached numba function one extraction uses, one process at a time.
+
+    Run once per process before extracting: the parent warms an empty cache alone, and a worker
+    that still finds something to compile does it under the same lock instead of racing.
+    """
+    signal = np.sin(2 * np.pi * 220.0 * np.arange(8000) / spec.sample_rate).astype(np.float32)
+    signal += np.random.default_rng(0).normal(0, 0.01, signal.size).astype(np.float32)
+    with FileLock(str(NUMBA_LOCK)):
+        if augmentation is not None:
+            signal = augmentation.apply(signal, spec.sample_rate)
+        extract_signal(signal, spec)
+
 
 def content_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes: the audio part of a cache key."""
+    """SHA-256 of a file's bytes: the audio part of a cache key (read once per process per file version)."""
+    stat = os.stat(path)
+    return _content_hash(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -31,30 +64,52 @@ def content_hash(path: str | Path) -> str:
 
 
 class FeatureCache:
-    """One .npz per (audio content, feature spec); writes are atomic, damaged entries recomputed."""
+    """One .npz per (audio content, feature spec); writes are atomic, damaged entries recomputed.
+
+    The librosa set stores functionals and frames in one entry (one pass makes both). An openSMILE
+    set keeps its frames (a second, optional pass) in entries of their own, under frames-<key>.
+    """
 
     def __init__(self, root: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None):
         self.root = Path(root)
         self.spec = spec
         suffix = f"-aug-{augmentation.key()}" if augmentation else ""
         self.folder = self.root / f"features-{spec.key()}{suffix}"
+        self.separate_frames = spec.feature_set != "librosa"
+        self.frames_folder = self.root / f"frames-{spec.key()}{suffix}" if self.separate_frames else self.folder
 
     def entry(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npz"
 
-    def load(self, key: str) -> UtteranceFeatures | None:
-        """The cached features for `key`, or None when absent or damaged (a damaged file is removed)."""
-        path = self.entry(key)
+    def frames_entry(self, key: str) -> Path:
+        return self.frames_folder / key[:2] / f"{key}.npz"
+
+    def load(self, key: str, frames: bool = True) -> UtteranceFeatures | None:
+        """The cached features for `key` (with frames when asked), or None when absent or damaged.
+
+        A damaged file is removed, so it is recomputed.
+        """
+        functionals = self._read(self.entry(key), "functionals", (len(self.spec.functional_names()),))
+        if functionals is None:
+            return None
+        matrix = None
+        if frames or not self.separate_frames:
+            matrix = self._read(self.frames_entry(key), "frames", (None, len(self.spec.frame_names())))
+            if matrix is None:
+                return None
+        return UtteranceFeatures(functionals=functionals, frames=matrix)
+
+    @staticmethod
+    def _read(path: Path, name: str, shape: tuple) -> np.ndarray | None:
         if not path.exists():
             return None
         try:
             with np.load(path) as data:
-                features = UtteranceFeatures(functionals=data["functionals"], frames=data["frames"])
-            if features.functionals.shape != (len(self.spec.functional_names()),):
-                raise ValueError(f"functionals have shape {features.functionals.shape}")
-            if features.frames.ndim != 2 or features.frames.shape[1] != len(self.spec.frame_names()):
-                raise ValueError(f"frames have shape {features.frames.shape}")
-            return features
+                values = data[name]
+            fits = values.ndim == len(shape) and all(w in (None, g) for w, g in zip(shape, values.shape, strict=True))
+            if not fits:
+                raise ValueError(f"{name} have shape {values.shape}")
+            return values
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             log.warning("damaged cache entry %s (%s): recomputing", path, error)
             path.unlink(missing_ok=True)
@@ -62,16 +117,24 @@ class FeatureCache:
 
     def save(self, key: str, features: UtteranceFeatures) -> None:
         """Write atomically: a reader sees the old state or the complete new file, never half of one."""
-        path = self.entry(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, functionals=features.functionals, frames=features.frames)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if not self.separate_frames:
+            _atomic_savez(self.entry(key), functionals=features.functionals, frames=features.frames)
+            return
+        if features.frames is not None:  # frames first: a functionals entry never promises missing frames
+            _atomic_savez(self.frames_entry(key), frames=features.frames)
+        _atomic_savez(self.entry(key), functionals=features.functionals)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @dataclass
@@ -80,7 +143,7 @@ class FeatureSet:
 
     manifest: pd.DataFrame
     functionals: np.ndarray  # (n, n_functionals) float32
-    frames: list[np.ndarray]  # n arrays of (n_frames_i, n_frame_features) float16
+    frames: list[np.ndarray] | None  # n arrays of (n_frames_i, n_frame_features) float16; None: not extracted
     functional_names: list[str]
     frame_names: list[str]
     keys: list[str]  # content hashes, aligned with rows
@@ -91,7 +154,8 @@ class FeatureSet:
         rows = np.asarray(rows, dtype=int)
         return FeatureSet(
             manifest=self.manifest.iloc[rows].reset_index(drop=True), functionals=self.functionals[rows],
-            frames=[self.frames[i] for i in rows], functional_names=self.functional_names,
+            frames=None if self.frames is None else [self.frames[i] for i in rows],
+            functional_names=self.functional_names,
             frame_names=self.frame_names, keys=[self.keys[i] for i in rows], skipped=list(self.skipped),
         )
 
@@ -103,7 +167,8 @@ class FeatureSet:
         return FeatureSet(
             manifest=pd.concat([s.manifest for s in sets], ignore_index=True),
             functionals=np.concatenate([s.functionals for s in sets]),
-            frames=[f for s in sets for f in s.frames], functional_names=sets[0].functional_names,
+            frames=None if any(s.frames is None for s in sets) else [f for s in sets for f in s.frames],
+            functional_names=sets[0].functional_names,
             frame_names=sets[0].frame_names, keys=[k for s in sets for k in s.keys],
             skipped=[item for s in sets for item in s.skipped],
         )
@@ -113,9 +178,11 @@ class FeatureSet:
         return hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()[:16]
 
 
-def _extract_and_store(path: str, key: str, cache: FeatureCache | None, spec: FeatureSpec, augmentation):
+def _extract_and_store(path: str, key: str, cache: FeatureCache | None, spec: FeatureSpec, augmentation,
+                       frames: bool = True):
+    warm_numba_cache(spec, augmentation)
     try:
-        features = extract_file(path, spec, augmentation)
+        features = extract_file(path, spec, augmentation, frames=frames)
     except Exception as error:  # noqa: BLE001  -- one bad file must never sink a run
         return None, f"{type(error).__name__}: {error}"
     if cache is not None:
@@ -131,28 +198,45 @@ def extract_features(
     n_jobs: int = 1,
     progress: bool | None = None,
     augmentation: Augmentation | None = None,
+    frames: bool = True,
 ) -> FeatureSet:
     """Extract (or read from the cache) the features of every file in `manifest`, optionally augmented.
 
-    Files that cannot be read or analysed are left out and listed in `skipped`.
+    Files that cannot be read or analysed are left out and listed in `skipped`. `frames=False`
+    skips an openSMILE set's frame pass (`frames` is then None); the librosa set always has frames.
     """
+    frames = frames or spec.feature_set == "librosa"
     spec.check_available()
     cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
     paths = manifest["path"].tolist()
     keys = [content_hash(p) for p in paths]
-    results: list[UtteranceFeatures | None] = [cache.load(k) if cache else None for k in keys]
+    results: list[UtteranceFeatures | None] = [cache.load(k, frames) if cache else None for k in keys]
     reasons: dict[int, str] = {}
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
+        warm_numba_cache(spec, augmentation)  # before any worker starts: the workers then only read the cache
         disable = None if progress is None else not progress
-        jobs = (delayed(_extract_and_store)(paths[i], keys[i], cache, spec, augmentation) for i in todo)
+        jobs = (delayed(_extract_and_store)(paths[i], keys[i], cache, spec, augmentation, frames) for i in todo)
         runner = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)
         label = f"features ({augmentation.kind})" if augmentation else "features"
         bar = tqdm(runner(jobs), total=len(todo), desc=label, unit="file", disable=disable)
-        for i, (features, reason) in zip(todo, bar, strict=True):
-            results[i] = features
-            if reason:
-                reasons[i] = reason
+        finished = 0
+        try:
+            for i, (features, reason) in zip(todo, bar, strict=True):
+                results[i] = features
+                finished += 1
+                if reason:
+                    reasons[i] = reason
+        except (TerminatedWorkerError, BrokenProcessPool) as error:
+            pending = todo[finished:]
+            kept = "; the files finished so far are cached and will be reused" if cache else ""
+            raise ExtractionCrashError(
+                f"feature extraction ({label}): a worker process died ({_cause(error)}) with {len(pending)} of "
+                f"{len(todo)} files to go, near {paths[pending[0]]}{kept}. Run the same command again; if it "
+                "happens again, try --jobs 1 or more memory"
+            ) from None
+        finally:
+            bar.close()
     ok = [i for i, r in enumerate(results) if r is not None]
     skipped = [{"path": paths[i], "reason": reason} for i, reason in sorted(reasons.items())]
     for item in skipped:
@@ -161,9 +245,18 @@ def extract_features(
     return FeatureSet(
         manifest=manifest.iloc[ok].reset_index(drop=True),
         functionals=np.stack([results[i].functionals for i in ok]) if ok else np.zeros((0, n_functionals), np.float32),
-        frames=[results[i].frames for i in ok],
+        frames=[results[i].frames for i in ok] if frames else None,
         functional_names=spec.functional_names(),
         frame_names=spec.frame_names(),
         keys=[keys[i] for i in ok],
         skipped=skipped,
     )
+
+
+def _cause(error: BaseException) -> str:
+    """The exit code or signal of a dead worker, from loky's message, in a few words."""
+    text = str(error)
+    for word in ("SIGSEGV", "SIGKILL", "SIGBUS", "SIGABRT"):
+        if word in text:
+            return {"SIGSEGV": "segmentation fault", "SIGKILL": "killed, e.g. out of memory"}.get(word, word)
+    return type(error).__name__

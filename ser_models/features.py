@@ -7,6 +7,7 @@ from the same low-level descriptors (LLDs) computed here once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -14,16 +15,18 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+import scipy.fft
 
 from ser_models.audio import load_audio
 from ser_models.augment import Augmentation
 from ser_models.opensmile_features import OPENSMILE_SETS, opensmile_features, opensmile_module, opensmile_names
 
 # Bump whenever the numbers this module produces change: it invalidates the cache.
-FEATURE_CODE_VERSION = 3
+FEATURE_CODE_VERSION = 4  # 4: F0 from the voicing autocorrelation, fixed chroma tuning
 
 PERCENTILES = (1, 10, 25, 50, 75, 90, 99)
 FUNCTIONALS = ("mean", "std", "skew", "kurtosis", *(f"p{p}" for p in PERCENTILES), "range", "iqr", "slope")
+OCTAVE_COST = 0.03  # per octave, as a fraction of the frame energy (chosen by agreement with YIN, no labels)
 SPECTRAL_LLDS = ("centroid", "bandwidth", "flatness", "rolloff85", "flux", "zcr", "rms_db", "f0_semitones", "voicing")
 
 
@@ -98,7 +101,7 @@ class UtteranceFeatures:
     """The output of one extraction pass."""
 
     functionals: np.ndarray  # (n_functionals,) float32
-    frames: np.ndarray  # (n_frames, n_frame_features) float16
+    frames: np.ndarray | None  # (n_frames, n_frame_features) float16; None: not asked for (openSMILE sets)
 
 
 def _functionals(matrix: np.ndarray) -> np.ndarray:
@@ -116,7 +119,7 @@ def _functionals(matrix: np.ndarray) -> np.ndarray:
         flat = m2 < 1e-16
         skew = np.where(flat, 0.0, m3 / m2**1.5)
         kurt = np.where(flat, 0.0, m4 / m2**2 - 3.0)
-        pct = np.nanpercentile(np.where(enough[:, None], matrix, 0.0), PERCENTILES, axis=1)
+        pct = _percentiles(np.where(enough[:, None], matrix, 0.0), ~valid.all(axis=1))
         # Least-squares slope over normalised time, using valid frames only.
         t = np.where(valid, np.arange(matrix.shape[1]) / matrix.shape[1], 0.0)
         t_mean = t.sum(axis=1) / np.maximum(count, 1)
@@ -128,23 +131,60 @@ def _functionals(matrix: np.ndarray) -> np.ndarray:
     return out.ravel()
 
 
+def _percentiles(matrix: np.ndarray, has_nan: np.ndarray) -> np.ndarray:
+    """PERCENTILES of each row, (len(PERCENTILES), rows); the slow NaN-aware path only for rows with NaN."""
+    out = np.empty((len(PERCENTILES), matrix.shape[0]))
+    out[:, ~has_nan] = np.percentile(matrix[~has_nan], PERCENTILES, axis=1)
+    if has_nan.any():
+        out[:, has_nan] = np.nanpercentile(matrix[has_nan], PERCENTILES, axis=1)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _window_autocorrelation(frame_length: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    window = np.hanning(frame_length)
+    acf = scipy.fft.irfft(np.abs(scipy.fft.rfft(window, n=n_fft)) ** 2, n=n_fft)
+    return window.astype(np.float32), acf / acf[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _filterbanks(sample_rate: int, n_fft: int, n_mels: int, n_chroma: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mel and chroma filterbanks (librosa's), built once per process instead of once per file."""
+    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    chroma = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=0.0)
+    return mel, chroma
+
+
 def _voicing_and_f0(y: np.ndarray, spec: FeatureSpec, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame voicing strength (peak normalised autocorrelation) and F0 in semitones (NaN when unvoiced)."""
+    """Per-frame voicing strength (peak normalised autocorrelation) and F0 in semitones (NaN when unvoiced).
+
+    One autocorrelation per frame gives both: F0 is its highest peak in the pitch range after
+    dividing out the window's own autocorrelation (Boersma 1993), refined by a parabola.
+    """
     frame_length = 1024
-    f0 = librosa.yin(
-        y, fmin=spec.fmin_f0, fmax=spec.fmax_f0, sr=spec.sample_rate,
-        frame_length=frame_length, hop_length=spec.hop_length, center=True,
-    )
+    hi = int(spec.sample_rate / spec.fmin_f0)
+    n_fft = scipy.fft.next_fast_len(frame_length + hi + 2, real=True)  # no circular wrap up to lag hi + 1
+    window, window_acf = _window_autocorrelation(frame_length, n_fft)
     padded = np.pad(y, frame_length // 2)
     framed = librosa.util.frame(padded, frame_length=frame_length, hop_length=spec.hop_length)
-    framed = framed * np.hanning(frame_length)[:, None]
-    acf = librosa.autocorrelate(framed, axis=0)
     lo = int(spec.sample_rate / spec.fmax_f0)
-    hi = int(spec.sample_rate / spec.fmin_f0)
-    voicing = acf[lo:hi].max(axis=0) / np.maximum(acf[0], 1e-10)
-    voicing = _fit_length(np.clip(voicing, 0.0, 1.0), n_frames)
-    f0 = _fit_length(f0, n_frames)
-    semitones = 12.0 * np.log2(f0 / 27.5)
+    spectrum = scipy.fft.rfft(framed * window[:, None], n=n_fft, axis=0)
+    acf = scipy.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=n_fft, axis=0)[: hi + 2]
+    energy = np.maximum(acf[0], 1e-10)
+    voicing = np.clip(acf[lo:hi].max(axis=0) / energy, 0.0, 1.0)
+    lags = np.arange(lo - 1, hi + 2)
+    corrected = acf[lo - 1 : hi + 2] / window_acf[lo - 1 : hi + 2, None]
+    # Praat's octave cost: a multiple of the period scores as high as the period; favour the shortest.
+    octave_cost = OCTAVE_COST * np.log2(lags / lo)[:, None] * energy
+    peak = np.argmax((corrected - octave_cost)[1:-1], axis=0) + 1
+    columns = np.arange(corrected.shape[1])
+    left, centre, right = corrected[peak - 1, columns], corrected[peak, columns], corrected[peak + 1, columns]
+    curvature = left - 2 * centre + right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
+    lag = lo - 1 + peak + np.clip(shift, -0.5, 0.5)
+    voicing = _fit_length(voicing, n_frames)
+    semitones = _fit_length(12.0 * np.log2(spec.sample_rate / lag / 27.5), n_frames)
     semitones[voicing < 0.45] = np.nan
     return voicing, semitones
 
@@ -156,15 +196,20 @@ def _fit_length(values: np.ndarray, n_frames: int) -> np.ndarray:
     return np.pad(values, pad, mode="edge")
 
 
-def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
-    """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`."""
+def extract_signal(y: np.ndarray, spec: FeatureSpec, *, frames: bool = True) -> UtteranceFeatures:
+    """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`.
+
+    The librosa set's frames come free with its functionals; an openSMILE set's frames take a
+    second pass, run only with `frames=True`.
+    """
     if spec.feature_set != "librosa":
-        return UtteranceFeatures(*opensmile_features(y, spec.sample_rate, spec.feature_set))
+        return UtteranceFeatures(*opensmile_features(y, spec.sample_rate, spec.feature_set, frames))
     sr, hop = spec.sample_rate, spec.hop_length
     stft = np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop))
     power = stft**2
     n_frames = stft.shape[1]
-    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=spec.n_mels)
+    mel_basis, chroma_basis = _filterbanks(sr, spec.n_fft, spec.n_mels, spec.n_chroma)
+    mel = mel_basis @ power  # = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=spec.n_mels)
     log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
     mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=spec.n_mfcc)
     if n_frames < 3:
@@ -172,7 +217,9 @@ def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
     delta_width = min(9, n_frames - (1 - n_frames % 2))
     d_mfcc = librosa.feature.delta(mfcc, width=delta_width, mode="nearest")
     dd_mfcc = librosa.feature.delta(mfcc, order=2, width=delta_width, mode="nearest")
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_chroma=spec.n_chroma)
+    # = chroma_stft(S=power, tuning=0.0): a fixed tuning, since estimating it per file (piptrack) is slow
+    # and meaningless for speech.
+    chroma = librosa.util.normalize(chroma_basis @ power, norm=np.inf, axis=0)
     contrast = librosa.feature.spectral_contrast(S=stft, sr=sr, n_bands=spec.n_contrast_bands, fmin=100.0)
     centroid = librosa.feature.spectral_centroid(S=stft, sr=sr)[0]
     bandwidth = librosa.feature.spectral_bandwidth(S=stft, sr=sr)[0]
@@ -206,9 +253,10 @@ def extract_signal(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
     return UtteranceFeatures(functionals=functionals, frames=frames)
 
 
-def extract_file(path: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None) -> UtteranceFeatures:
+def extract_file(path: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None, *,
+                 frames: bool = True) -> UtteranceFeatures:
     """Load one audio file as the spec says, optionally augment it, and extract its features."""
     y = load_audio(path, sample_rate=spec.sample_rate, trim_db=spec.trim_db)
     if augmentation is not None:
         y = augmentation.apply(y, spec.sample_rate)
-    return extract_signal(y, spec)
+    return extract_signal(y, spec, frames=frames)

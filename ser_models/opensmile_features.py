@@ -36,11 +36,15 @@ def opensmile_names(feature_set: str, level: str) -> list[str]:
     return list(_smile(feature_set, level).feature_names)
 
 
-def opensmile_features(y: np.ndarray, sample_rate: int, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
-    """(functionals, frames) of one mono signal: openSMILE's functionals and its low-level descriptors."""
+def opensmile_features(y: np.ndarray, sample_rate: int, feature_set: str,
+                       frames: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(functionals, frames) of one mono signal: openSMILE's functionals and, when asked, its low-level
+    descriptors (a second openSMILE pass, so only frame models pay for it)."""
     functionals = _smile(feature_set, "Functionals").process_signal(y, sample_rate).to_numpy()[0]
-    frames = _smile(feature_set, "LowLevelDescriptors").process_signal(y, sample_rate).to_numpy()
-    if len(frames) < 3:
-        raise ValueError("utterance shorter than three openSMILE frames")
     functionals = np.nan_to_num(functionals, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    return functionals, np.clip(np.nan_to_num(frames), -6e4, 6e4).astype(np.float16)
+    if not frames:
+        return functionals, None
+    matrix = _smile(feature_set, "LowLevelDescriptors").process_signal(y, sample_rate).to_numpy()
+    if len(matrix) < 3:
+        raise ValueError("utterance shorter than three openSMILE frames")
+    return functionals, np.clip(np.nan_to_num(matrix), -6e4, 6e4).astype(np.float16)

@@ -69,30 +69,45 @@ def assert_speaker_disjoint(train_speakers, test_speakers) -> None:
         raise SpeakerLeakError(f"speakers on both sides of a split: {sorted(shared)[:5]}")
 
 
+MAX_DEFAULT_FOLDS = 10  # large corpora (CREMA-D: 91 speakers) get 10 folds, not 23: bounded cost
+
+
 def default_fold_count(n_speakers: int, speakers_per_fold: int = 4) -> int:
-    """More than 6 speakers: folds of about `speakers_per_fold`; 4-6: leave one speaker out."""
+    """Leave one speaker out up to 12 speakers; above, folds of about `speakers_per_fold` speakers,
+    at least 5 (so every training side keeps >= 75 % of the speakers) and at most 10.
+
+    RAVDESS (24 actors) gets 6 folds of 4, URDU (29) 7 folds.
+    """
     if n_speakers < 4:
         raise ProtocolError(
             f"only {n_speakers} speakers: no speaker-independent protocol is possible (need at least 4)"
         )
-    if n_speakers <= 6:
+    if n_speakers <= 12:
         return n_speakers
-    return max(2, round(n_speakers / speakers_per_fold))
+    return min(MAX_DEFAULT_FOLDS, max(5, round(n_speakers / speakers_per_fold)))
 
 
 def leave_speakers_out(
-    manifest: pd.DataFrame, *, n_folds: int | None = None, seed: int = 0, speakers_per_fold: int = 4
+    manifest: pd.DataFrame, *, n_folds: int | None = None, seed: int = 0, speakers_per_fold: int = 4,
+    leave_one_speaker_out: bool = False,
 ) -> list[Fold]:
-    """K speaker-disjoint folds, balanced in emotion and gender, shuffled by `seed`.
+    """K speaker-disjoint folds, balanced in emotion and gender, shuffled by `seed` (K: default_fold_count).
+
+    `leave_one_speaker_out=True` makes one fold per speaker whatever the corpus size.
 
     Speakers are whole groups (StratifiedGroupKFold on the joint emotion/gender
     label), so each fold gets a similar class mix even in corpora whose speakers
     each cover only some emotions.
     """
     n_speakers = manifest["speaker"].nunique()
+    if leave_one_speaker_out:
+        n_folds = n_speakers
     n_folds = n_folds or default_fold_count(n_speakers, speakers_per_fold)
     if not 2 <= n_folds <= n_speakers:
         raise ProtocolError(f"cannot make {n_folds} speaker folds from {n_speakers} speakers")
+    if n_folds == n_speakers:  # leave one speaker out: one fold per speaker, in speaker order
+        speakers = sorted(manifest["speaker"].unique())
+        return [Fold(index=i, test_speakers=(speaker,)) for i, speaker in enumerate(speakers)]
     strata = manifest["emotion"].astype(str) + "/" + manifest["gender"].astype(str)
     if manifest["corpus"].nunique() > 1:  # merged corpora: every fold gets speakers of each corpus
         strata = manifest["corpus"].astype(str) + "/" + strata

@@ -59,16 +59,22 @@ def test_predict_unknown_model_lists_the_saved_ones(smoke_results, tmp_path, cap
     assert "saved: synthetic" in capsys.readouterr().err
 
 
-def _fixture_archive() -> bytes:
+def _fixture_archive(corpus: str = "ravdess") -> bytes:
+    """A small zip in the layout of the corpus' official archive (6 audio files, plus EmoDB's label files)."""
+    names = {
+        "ravdess": [f"Actor_{a:02d}/03-01-{e}-01-01-01-{a:02d}.wav" for a in (1, 2) for e in ("01", "05", "08")],
+        "emodb": [f"wav/{s}a01{e}a.wav" for s in ("03", "08") for e in ("W", "L", "N")],
+    }[corpus]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zipped:
-        for actor in (1, 2):
-            for emotion in ("01", "05", "08"):
-                audio = io.BytesIO()
-                import soundfile as sf
+        for name in names:
+            audio = io.BytesIO()
+            import soundfile as sf
 
-                sf.write(audio, tone(seconds=0.4, rate=48_000), 48_000, format="WAV")
-                zipped.writestr(f"Actor_{actor:02d}/03-01-{emotion}-01-01-01-{actor:02d}.wav", audio.getvalue())
+            sf.write(audio, tone(seconds=0.4, rate=48_000), 48_000, format="WAV")
+            zipped.writestr(name, audio.getvalue())
+        if corpus == "emodb":
+            zipped.writestr("lablaut/03a01Wa.lablaut", "not audio")
     return buffer.getvalue()
 
 
@@ -108,48 +114,55 @@ class _Server:
         self.httpd.shutdown()
 
 
-def test_download_resumes_verifies_and_unpacks(tmp_path, capsys):
-    payload = _fixture_archive()
+ARCHIVE_NAMES = {"ravdess": "Audio_Speech_Actors_01-24.zip", "emodb": "emodb-download.zip"}
+EXPECTED = {"ravdess": 1440, "emodb": 535}
+
+
+@pytest.mark.parametrize("corpus", ["ravdess", "emodb"])
+def test_download_resumes_verifies_and_unpacks(tmp_path, capsys, corpus):
+    payload = _fixture_archive(corpus)
     server = _Server(payload, breaks=1)
     try:
-        argv = ["download", "ravdess", "--to", str(tmp_path), "--url", server.url, "--expect-files", "6",
+        argv = ["download", corpus, "--to", str(tmp_path), "--url", server.url, "--expect-files", "6",
                 "--md5", hashlib.md5(payload).hexdigest()]
         assert main(argv) == 2  # the transfer broke off
         assert "run the same command again to resume" in capsys.readouterr().err
-        part = tmp_path / "Audio_Speech_Actors_01-24.zip.part"
+        part = tmp_path / f"{ARCHIVE_NAMES[corpus]}.part"
         kept = part.stat().st_size
         assert 0 < kept < len(payload)
         assert main(argv) == 0
         assert server.ranges == [0, kept]  # the second request asked only for the missing bytes
     finally:
         server.close()
-    manifest = load_corpus("ravdess", tmp_path / "ravdess")
+    manifest = load_corpus(corpus, tmp_path / corpus)
     assert len(manifest) == 6 and manifest["speaker"].nunique() == 2
     assert not list(tmp_path.glob("*.zip*"))  # the archive is removed once unpacked
 
 
-def test_download_with_a_wrong_checksum_unpacks_nothing(tmp_path, capsys):
-    server = _Server(_fixture_archive())
+@pytest.mark.parametrize("corpus", ["ravdess", "emodb"])
+def test_download_with_a_wrong_checksum_unpacks_nothing(tmp_path, capsys, corpus):
+    server = _Server(_fixture_archive(corpus))
     try:
-        code = main(["download", "ravdess", "--to", str(tmp_path), "--url", server.url, "--md5", "0" * 32,
+        code = main(["download", corpus, "--to", str(tmp_path), "--url", server.url, "--md5", "0" * 32,
                      "--expect-files", "6"])
     finally:
         server.close()
     assert code == 2 and "MD5" in capsys.readouterr().err
-    assert not (tmp_path / "ravdess").exists() and not list(tmp_path.glob("*.zip"))
+    assert not (tmp_path / corpus).exists() and not list(tmp_path.glob("*.zip"))
 
 
-def test_download_with_the_wrong_file_count_is_refused(tmp_path, capsys):
-    server = _Server(_fixture_archive())
+@pytest.mark.parametrize("corpus", ["ravdess", "emodb"])
+def test_download_with_the_wrong_file_count_is_refused(tmp_path, capsys, corpus):
+    server = _Server(_fixture_archive(corpus))
     try:
-        code = main(["download", "ravdess", "--to", str(tmp_path), "--url", server.url])  # expects 1,440 files
+        code = main(["download", corpus, "--to", str(tmp_path), "--url", server.url])  # expects the full corpus
     finally:
         server.close()
-    assert code == 2 and "expected 1440" in capsys.readouterr().err
-    assert not (tmp_path / "ravdess").exists()
+    assert code == 2 and f"expected {EXPECTED[corpus]}" in capsys.readouterr().err
+    assert not (tmp_path / corpus).exists()
 
 
 def test_unknown_download_lists_the_available_ones(tmp_path, capsys):
-    assert main(["download", "emodb", "--to", str(tmp_path)]) == 2
-    assert "available: ravdess" in capsys.readouterr().err
+    assert main(["download", "savee", "--to", str(tmp_path)]) == 2
+    assert "available: ravdess, emodb" in capsys.readouterr().err
     assert Path(tmp_path).exists()

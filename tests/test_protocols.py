@@ -54,10 +54,34 @@ def test_seed_changes_assignment_deterministically():
 
 
 def test_fold_rule():
-    assert default_fold_count(24) == 6
-    assert default_fold_count(5) == 5  # leave one speaker out
+    assert [default_fold_count(n) for n in (4, 5, 9, 10, 12)] == [4, 5, 9, 10, 12]  # leave one speaker out
+    assert default_fold_count(13) == 5  # never fewer than 5 folds above 12 speakers
+    assert default_fold_count(24) == 6  # RAVDESS: 6 folds of 4 actors, as before
+    assert default_fold_count(29) == 7  # URDU
+    assert default_fold_count(91) == 10  # CREMA-D: bounded cost
     with pytest.raises(ProtocolError, match="speaker-independent"):
         default_fold_count(3)
+
+
+@pytest.mark.parametrize("n_speakers", [9, 12])
+def test_small_corpora_get_leave_one_speaker_out(n_speakers):
+    manifest = fake_manifest(n_speakers)
+    folds = make_folds("speaker_folds", manifest, seed=0)
+    assert [f.test_speakers for f in folds] == [(s,) for s in sorted(manifest["speaker"].unique())]
+
+
+@pytest.mark.parametrize("n_speakers", [13, 14, 17, 21, 30, 53, 91])
+def test_larger_corpora_keep_three_quarters_of_the_speakers_for_training(n_speakers):
+    manifest = fake_manifest(n_speakers, per_speaker=4)
+    folds = make_folds("speaker_folds", manifest, seed=0)
+    assert 5 <= len(folds) <= 10
+    assert all(len(f.test_speakers) <= 0.25 * n_speakers for f in folds), [len(f.test_speakers) for f in folds]
+
+
+def test_fold_options_override_the_rule():
+    manifest = fake_manifest(24)
+    assert len(make_folds("speaker_folds", manifest, n_folds=3)) == 3
+    assert len(make_folds("speaker_folds", manifest, leave_one_speaker_out=True)) == 24
 
 
 def test_emobox_folds_match_the_published_lists():

@@ -1,6 +1,6 @@
 """Corpus loaders: each returns the manifest DataFrame described in manifest.py."""
 
-from ser_models.corpora import crema_d, ravdess, savee, synthetic, tess, urdu  # noqa: F401  (registers the corpora)
+from ser_models.corpora import crema_d, emodb, ravdess, savee, synthetic, tess, urdu  # noqa: F401  (registers them)
 from ser_models.corpora.csv_manifest import register_manifest_corpus
 from ser_models.corpora.manifest import (
     CANONICAL_EMOTIONS,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ser_models.corpora.manifest import CANONICAL_EMOTIONS, ManifestError, canonical_emotion
+from ser_models.corpora.manifest import ManifestError, canonical_emotion, label_problem
 from ser_models.corpora.registry import _CORPORA, CorpusEntry, CorpusInfo
 
 REQUIRED_COLUMNS = ("path", "speaker", "emotion")
@@ -33,7 +33,7 @@ def read_manifest_table(file: str | Path) -> pd.DataFrame:
 def _loader(file: Path):
     def load(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
         table = read_manifest_table(file)
-        rows, skipped = [], []
+        rows, skipped, seen = [], [], set()
         extra = [c for c in table.columns if c not in (*REQUIRED_COLUMNS, "gender", "corpus", "label_raw")]
         for item in table.to_dict("records"):
             raw_path = str(item["path"]).strip() if isinstance(item["path"], str) else ""
@@ -41,11 +41,14 @@ def _loader(file: Path):
             emotion = canonical_emotion(item["emotion"])
             if not raw_path or not path.is_file():
                 skipped.append((str(path), "listed in the manifest but not found"))
+            elif path.resolve() in seen:
+                skipped.append((str(path), "listed in the manifest more than once (the first row is used)"))
             elif emotion is None:
-                skipped.append((str(path), f"emotion {item['emotion']!r} is not one of {CANONICAL_EMOTIONS}"))
+                skipped.append((str(path), label_problem(item["emotion"])))
             elif not isinstance(item["speaker"], str) or not item["speaker"].strip():
                 skipped.append((str(path), "no speaker given"))
             else:
+                seen.add(path.resolve())
                 gender = str(item.get("gender") or "unknown").strip().lower()
                 gender = {"m": "male", "f": "female"}.get(gender, gender)
                 rows.append({"path": str(path), "speaker": item["speaker"].strip(), "emotion": emotion,

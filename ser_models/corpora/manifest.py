@@ -12,6 +12,9 @@ EMOTION_ALIASES = {
     "sadness": "sad", "anger": "angry", "ang": "angry", "fear": "fearful", "fea": "fearful", "afraid": "fearful",
     "disgusted": "disgust", "dis": "disgust", "surprise": "surprised", "ps": "surprised",
     "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
+    # Classes outside the eight keep their own name; these are other spellings of them.
+    "bored": "boredom", "frustration": "frustrated", "fru": "frustrated", "excitement": "excited", "exc": "excited",
+    "contemptuous": "contempt", "anxious": "anxiety",
 }
 
 
@@ -25,18 +28,30 @@ def make_manifest(rows: list[dict], corpus: str) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in MANIFEST_COLUMNS})
     frame["corpus"] = corpus
-    frame["speaker"] = corpus + ":" + frame["speaker"].astype(str)
+    prefix = corpus + ":"
+    speakers = frame["speaker"].astype(str)
+    frame["speaker"] = speakers.where(speakers.str.startswith(prefix), prefix + speakers)  # never prefixed twice
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
     validate_manifest(frame)
     return frame
 
 
 def canonical_emotion(label: object) -> str | None:
-    """The canonical name of an emotion label, or None when it is not one we know."""
+    """The canonical name of an emotion label: a known spelling maps to our vocabulary ("anger" -> angry),
+    any other word is its own class, lowercase ("Boredom" -> boredom). None for an empty or numeric label."""
     if not isinstance(label, str):
         return None
-    word = label.strip().lower().replace(" ", "_").replace("-", "_")
-    return word if word in CANONICAL_EMOTIONS else EMOTION_ALIASES.get(word)
+    word = "_".join(label.strip().lower().replace("-", " ").split())
+    if not word or not any(character.isalpha() for character in word):
+        return None
+    return EMOTION_ALIASES.get(word, word)
+
+
+def label_problem(label: object) -> str:
+    """Why `label` gives no class (for skipped.csv), given that canonical_emotion returned None."""
+    if not isinstance(label, str) or not label.strip():
+        return "no emotion label given"
+    return f"emotion label {label!r} is a number, not a class name"
 
 
 def harmonise_labels(
@@ -44,10 +59,14 @@ def harmonise_labels(
     keep: list[str] | tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """Merge classes (e.g. calm -> neutral), then drop classes, then keep only `keep` (when given)."""
-    merge, drop = dict(merge or {}), list(drop)
-    unknown = sorted((set(merge) | set(merge.values()) | set(drop) | set(keep or ())) - set(CANONICAL_EMOTIONS))
-    if unknown:
-        raise ManifestError(f"label options name unknown emotions {unknown}; use {CANONICAL_EMOTIONS}")
+    merge = dict(merge or {})
+    named = [*merge, *merge.values(), *drop, *(keep or ())]
+    bad = sorted({str(label) for label in named if canonical_emotion(label) is None})
+    if bad:
+        raise ManifestError(f"label options name no class: {bad}")
+    merge = {canonical_emotion(k): canonical_emotion(v) for k, v in merge.items()}
+    drop = [canonical_emotion(label) for label in drop]
+    keep = None if keep is None else [canonical_emotion(label) for label in keep]
     frame = manifest.copy()
     frame["emotion"] = frame["emotion"].replace(merge)
     rows = ~frame["emotion"].isin(drop)
@@ -63,9 +82,10 @@ def validate_manifest(frame: pd.DataFrame) -> None:
     missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
     if missing:
         raise ManifestError(f"manifest is missing columns {missing}")
-    unknown = sorted(set(frame["emotion"]) - set(CANONICAL_EMOTIONS))
+    unknown = sorted({str(e) for e in frame["emotion"] if canonical_emotion(e) != e})
     if unknown:
-        raise ManifestError(f"non-canonical emotion labels {unknown}; expected a subset of {CANONICAL_EMOTIONS}")
+        raise ManifestError(f"emotion labels {unknown} are not in canonical form (canonical_emotion); "
+                            f"known classes are {CANONICAL_EMOTIONS}, others are kept lowercase")
     if frame["path"].duplicated().any():
         raise ManifestError("manifest lists the same file twice")
     bad_ids = [s for s in frame["speaker"].unique() if ":" not in str(s)]

@@ -93,6 +93,7 @@ def load_corpus(name: str, root: str | Path, **options) -> pd.DataFrame:
             f"{entry.info.title}: no usable audio files under {root}. Expected layout: {entry.info.layout}"
         )
     frame = make_manifest(rows, corpus=name)
+    frame["relpath"] = [_relative(path, root) for path in frame["path"]]
     frame.attrs["skipped"] = [{"path": path, "reason": reason} for path, reason in skipped]
     return frame
 
@@ -103,3 +104,11 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 def audio_files(root: Path) -> list[Path]:
     """Every .wav/.flac file under `root`, sorted, any case of suffix."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def _relative(path: str, root: Path) -> str:
+    """`path` relative to the corpus folder (POSIX form), or as given when it lies elsewhere."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)

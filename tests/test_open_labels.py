@@ -1,0 +1,165 @@
+"""A corpus' own emotions end to end, EmoDB, and what a manifest corpus must never lose."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_tone
+
+from bench.cli import main
+from bench.records import RecordStore
+from ser_models.corpora import canonical_emotion, harmonise_labels, load_corpus, validate_manifest
+from ser_models.corpora.emodb import EMOTION_CODES, SPEAKER_GENDERS
+from ser_models.corpora.manifest import make_manifest
+
+
+def test_known_spellings_merge_and_other_words_become_classes():
+    assert [canonical_emotion(x) for x in ("Anger", "ps", "Pleasant Surprise", "fear", "hap")] == \
+        ["angry", "surprised", "surprised", "fearful", "happy"]
+    assert [canonical_emotion(x) for x in ("Boredom", "bored", " Frustrated ", "contempt")] == \
+        ["boredom", "boredom", "frustrated", "contempt"]
+    assert [canonical_emotion(x) for x in ("", "  ", "7", "3.0", None)] == [None] * 5
+
+
+def test_label_options_take_any_class_name():
+    manifest = make_manifest([{"path": f"/x/{i}.wav", "speaker": "a", "gender": "male", "emotion": e,
+                               "label_raw": e} for i, e in enumerate(["angry", "boredom", "neutral"])], "c")
+    assert harmonise_labels(manifest, drop=["Boredom"])["emotion"].tolist() == ["angry", "neutral"]
+    assert harmonise_labels(manifest, merge={"bored": "neutral"})["emotion"].tolist() == ["angry", "neutral", "neutral"]
+
+
+def test_speaker_ids_are_prefixed_once():
+    rows = [{"path": "/x/1.wav", "speaker": "mine:07", "gender": "male", "emotion": "sad", "label_raw": "sad"},
+            {"path": "/x/2.wav", "speaker": "08", "gender": "male", "emotion": "sad", "label_raw": "sad"}]
+    assert make_manifest(rows, "mine")["speaker"].tolist() == ["mine:07", "mine:08"]
+
+
+def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speakers: int = 4) -> Path:
+    rows = []
+    for s in range(speakers):
+        for e, label in enumerate(labels):
+            for k in range(3):
+                path = write_tone(folder / f"s{s}" / f"{e}_{k}.wav", freq=140.0 + 60 * e + 7 * s + 3 * k)
+                rows.append({"path": str(path.relative_to(folder)), "speaker": f"mine:{s:02d}", "emotion": label,
+                             "gender": "female" if s % 2 else "male"})
+    rows += [{"path": "s0/0_0.wav", "speaker": "mine:09", "emotion": "", "gender": "male"},
+             {"path": "s1/0_0.wav", "speaker": "mine:09", "emotion": "7", "gender": "male"}]
+    pd.DataFrame(rows).to_csv(folder / "mine.csv", index=False)
+    return folder / "mine.csv"
+
+
+@pytest.fixture(scope="module")
+def boredom_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("open")
+    csv = _manifest_corpus(base / "mine")
+    suite = base / "open.toml"
+    suite.write_text('corpora = []\nmodels = ["logreg"]\n')
+    argv = ["run", "--suite", str(suite), "--manifest", f"mine={csv}", "--jobs", "1",
+            "--results-dir", str(base / "results"), "--cache-dir", str(base / "cache")]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(argv)
+    return base, code, out.getvalue()
+
+
+def test_a_class_outside_the_eight_is_kept_end_to_end(boredom_run, capsys):
+    base, code, stdout = boredom_run
+    assert code == 0
+    records = RecordStore(base / "results" / "open").load()
+    assert len(records) == 4  # leave one speaker out over 4 speakers
+    assert all(r["labels"] == ["angry", "boredom", "neutral"] for r in records)
+    assert sum(r["n_test"] for r in records) == 36
+    leaderboard = (base / "results" / "open" / "leaderboard.md").read_text()
+    assert "Classes: angry, boredom, neutral" in leaderboard and "boredom 12" in leaderboard
+    assert "leave one speaker out" in leaderboard
+    capsys.readouterr()
+    wav = base / "mine" / "s0" / "1_0.wav"
+    assert main(["predict", str(wav), "--suite", str(base / "open.toml"), "--results-dir",
+                 str(base / "results")]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "boredom" in line)
+    assert "angry" in header and "neutral" in header
+
+
+def test_the_console_reports_skips_by_reason(boredom_run):
+    _, _, stdout = boredom_run
+    assert "skipped 2 files, by reason" in stdout
+    assert "no emotion label given" in stdout and "is a number, not a class name" in stdout
+
+
+def test_predictions_store_paths_relative_to_the_corpus_folder(boredom_run):
+    base, _, _ = boredom_run
+    store = RecordStore(base / "results" / "open")
+    for record in store.load():
+        predictions = pd.read_csv(io.BytesIO(gzip.decompress(store.prediction_path(record["config_hash"]).read_bytes())))
+        assert not predictions["path"].str.startswith("/").any()
+        assert all((base / "mine" / p).is_file() for p in predictions["path"])
+        assert predictions["key"].str.len().eq(32).all()  # the content key, for a copy whose folder differs
+
+
+def test_cross_corpus_uses_only_the_shared_labels(tmp_path):
+    csv = _manifest_corpus(tmp_path / "mine", speakers=4)
+    suite = tmp_path / "cross.toml"
+    suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg"]\nprotocols = ["cross_corpus"]\n'
+                     '[corpus_options.synthetic]\nseed = 2\nn_speakers = 4\nutterances_per_emotion = 2\n'
+                     'emotions = ["angry", "neutral", "sad"]\n')
+    assert main(["run", "--suite", str(suite), "--manifest", f"mine={csv}", "--jobs", "1",
+                 "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 0
+    records = RecordStore(tmp_path / "r" / "cross").load()
+    assert {r["corpus"] for r in records} == {"mine->synthetic", "synthetic->mine"}
+    assert all(r["labels"] == ["angry", "neutral"] for r in records)  # no boredom, no sad
+
+
+def test_a_declared_manifest_is_run_even_when_corpora_does_not_name_it(tmp_path, caplog):
+    csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"), speakers=4)
+    suite = tmp_path / "decl.toml"
+    suite.write_text(f'corpora = ["synthetic"]\nmodels = ["logreg"]\n[manifests]\nmine = "{csv}"\n'
+                     '[protocol_options]\nn_folds = 2\n'
+                     '[corpus_options.synthetic]\nseed = 2\nn_speakers = 4\nutterances_per_emotion = 2\n'
+                     'emotions = ["angry", "neutral", "sad"]\n')
+    common = ["--jobs", "1", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(["run", "--suite", str(suite), *common]) == 0
+    assert {r["corpus"] for r in RecordStore(tmp_path / "r" / "decl").load()} == {"synthetic", "mine"}
+    assert main(["run", "--suite", str(suite), "--corpus", "synthetic", *common]) == 0
+    assert "manifest corpora ['mine'] are not among --corpus" in caplog.text
+
+
+def _emodb_tree(root: Path) -> Path:
+    for speaker in SPEAKER_GENDERS:
+        for e, letter in enumerate(EMOTION_CODES):
+            for text in ("a01", "b02"):
+                write_tone(root / "emodb" / "wav" / f"{speaker}{text}{letter}a.wav", seconds=0.5,
+                           freq=120.0 + 25 * e + int(speaker))
+    (root / "emodb" / "wav" / "notes.wav").write_bytes(b"")  # an unlabelled file is skipped, not fatal
+    return root
+
+
+def test_emodb_layout_speakers_and_genders(tmp_path):
+    manifest = load_corpus("emodb", _emodb_tree(tmp_path) / "emodb")
+    validate_manifest(manifest)
+    assert len(manifest) == 140 and manifest["speaker"].nunique() == 10
+    assert manifest.groupby("emotion").size().to_dict() == {e: 20 for e in EMOTION_CODES.values()}
+    genders = manifest.groupby("speaker")["gender"].first()
+    assert genders["emodb:03"] == "male" and genders["emodb:08"] == "female"
+    assert [s["reason"] for s in manifest.attrs["skipped"]] == ["file name is not SSTTTEV (e.g. 03a01Fa)"]
+
+
+def test_emodb_goes_through_the_quick_suite_with_seven_classes_and_ten_folds(tmp_path, capsys):
+    root = _emodb_tree(tmp_path / "data")
+    assert main(["run", "--suite", "quick", "--model", "logreg", "--data-root", str(root), "--jobs", "2",
+                 "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 0
+    records = RecordStore(tmp_path / "r" / "quick").load()
+    assert len(records) == 10 and all(len(r["test_speakers"]) == 1 for r in records)
+    assert all(len(r["labels"]) == 7 and "boredom" in r["labels"] for r in records)
+    assert "10 speaker-disjoint folds: leave one speaker out" in (tmp_path / "r" / "quick" / "leaderboard.md").read_text()
+
+
+def test_list_corpora_shows_emodb_with_licence_and_citation(capsys):
+    assert main(["list", "corpora"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("emodb"):out.index("ravdess")]
+    assert "boredom" in block and "licence:" in block and "Burkhardt" in block and "wav/" in block
