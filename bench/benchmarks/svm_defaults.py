@@ -26,6 +26,7 @@ from sklearn.svm import SVC
 from bench.runner import default_cache_dir
 from ser_models.corpora import corpus_info, load_corpus
 from ser_models.feature_cache import extract_features
+from ser_models.features import FeatureSpec
 from ser_models.metrics import classification_metrics
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds
@@ -48,12 +49,18 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("SER_DATA", "../shared/data")))
     parser.add_argument("--corpus", nargs="+", default=["ravdess", "urdu"])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--feature-set", default="librosa", help="librosa, egemaps or compare")
+    parser.add_argument("--C", type=float, nargs="+", default=list(GRID_C))
+    parser.add_argument("--gamma", nargs="+", default=[str(g) for g in GRID_GAMMA], help="'scale' or numbers")
     args = parser.parse_args()
+    gammas = [g if g == "scale" else float(g) for g in args.gamma]
+    spec = FeatureSpec(feature_set=args.feature_set)
 
     rows = []
     for corpus in args.corpus:
         manifest = load_corpus(corpus, args.data_root / corpus_info(corpus).folder)
-        features = extract_features(manifest, cache_dir=default_cache_dir(), n_jobs=args.jobs, progress=False)
+        features = extract_features(manifest, spec, cache_dir=default_cache_dir(), n_jobs=args.jobs, progress=False,
+                                    frames=False)
         y = features.manifest["emotion"].to_numpy()
         speakers = features.manifest["speaker"].to_numpy()
         folds = make_folds("speaker_folds", features.manifest, seed=0)
@@ -61,18 +68,19 @@ def main() -> None:
         for fold in folds:
             train, test = fold.split(features.manifest)
             assert_speaker_disjoint(speakers[train], speakers[test])  # only training speakers are scored below
-            for C, gamma in itertools.product(GRID_C, GRID_GAMMA):
+            for C, gamma in itertools.product(args.C, gammas):
                 tasks.append((fold.index, C, gamma, train))
         scores = Parallel(n_jobs=args.jobs)(
             delayed(_inner_uar)(features.functionals[train], y[train], speakers[train], C, gamma, fold)
             for fold, C, gamma, train in tasks)
         rows += [{"corpus": corpus, "fold": fold, "C": C, "gamma": str(gamma), "inner_uar": score}
                  for (fold, C, gamma, _), score in zip(tasks, scores, strict=True)]
-        print(f"{corpus}: {len(folds)} outer folds x {len(GRID_C) * len(GRID_GAMMA)} settings scored", flush=True)
+        print(f"{corpus}: {len(folds)} outer folds x {len(args.C) * len(gammas)} settings scored", flush=True)
 
     table = pd.DataFrame(rows).groupby(["C", "gamma", "corpus"])["inner_uar"].mean().unstack("corpus")
     table["mean"] = table.mean(axis=1)
-    print("\nmean inner-fold UAR (3 speaker-grouped inner folds of each outer training fold):")
+    print(f"\n{args.feature_set} features, mean inner-fold UAR (3 speaker-grouped inner folds of each outer "
+          "training fold):")
     print(table.sort_values("mean", ascending=False).round(3).to_string())
 
 
