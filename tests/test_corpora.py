@@ -71,10 +71,10 @@ def test_empty_folder_is_an_error(tmp_path):
 
 def test_unknown_corpus_lists_choices(tmp_path):
     with pytest.raises(KeyError, match="ravdess"):
-        load_corpus("emodb", tmp_path)
+        load_corpus("iemocap", tmp_path)
 
 
-def test_manifest_rejects_unknown_labels(synthetic_manifest):
+def test_manifest_rejects_labels_not_in_canonical_form(synthetic_manifest):
     broken = synthetic_manifest.copy()
     broken.loc[0, "emotion"] = "bored"
     with pytest.raises(ManifestError, match="bored"):

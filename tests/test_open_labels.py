@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -47,8 +46,9 @@ def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speak
                 path = write_tone(folder / f"s{s}" / f"{e}_{k}.wav", freq=140.0 + 60 * e + 7 * s + 3 * k)
                 rows.append({"path": str(path.relative_to(folder)), "speaker": f"mine:{s:02d}", "emotion": label,
                              "gender": "female" if s % 2 else "male"})
-    rows += [{"path": "s0/0_0.wav", "speaker": "mine:09", "emotion": "", "gender": "male"},
-             {"path": "s1/0_0.wav", "speaker": "mine:09", "emotion": "7", "gender": "male"}]
+    for name, label in (("unlabelled", ""), ("numbered", "7")):
+        write_tone(folder / "extra" / f"{name}.wav")
+        rows.append({"path": f"extra/{name}.wav", "speaker": "mine:09", "emotion": label, "gender": "male"})
     pd.DataFrame(rows).to_csv(folder / "mine.csv", index=False)
     return folder / "mine.csv"
 
@@ -95,7 +95,7 @@ def test_predictions_store_paths_relative_to_the_corpus_folder(boredom_run):
     base, _, _ = boredom_run
     store = RecordStore(base / "results" / "open")
     for record in store.load():
-        predictions = pd.read_csv(io.BytesIO(gzip.decompress(store.prediction_path(record["config_hash"]).read_bytes())))
+        predictions = store.load_predictions(record["config_hash"])
         assert not predictions["path"].str.startswith("/").any()
         assert all((base / "mine" / p).is_file() for p in predictions["path"])
         assert predictions["key"].str.len().eq(32).all()  # the content key, for a copy whose folder differs
@@ -155,7 +155,8 @@ def test_emodb_goes_through_the_quick_suite_with_seven_classes_and_ten_folds(tmp
     records = RecordStore(tmp_path / "r" / "quick").load()
     assert len(records) == 10 and all(len(r["test_speakers"]) == 1 for r in records)
     assert all(len(r["labels"]) == 7 and "boredom" in r["labels"] for r in records)
-    assert "10 speaker-disjoint folds: leave one speaker out" in (tmp_path / "r" / "quick" / "leaderboard.md").read_text()
+    leaderboard = (tmp_path / "r" / "quick" / "leaderboard.md").read_text()
+    assert "10 speaker-disjoint folds: leave one speaker out" in leaderboard
 
 
 def test_list_corpora_shows_emodb_with_licence_and_citation(capsys):
