@@ -10,7 +10,7 @@ import pytest
 from bench.cli import main
 from bench.records import RecordStore
 from bench.runner import RunOptions, run_suite
-from bench.suite import parse_suite
+from bench.suite import SUITES_DIR, parse_suite
 from ser_models.protocols import make_folds
 
 
@@ -32,7 +32,8 @@ def two_corpora(synthetic_manifest, tmp_path_factory):
 def multi_run(two_corpora, tmp_path_factory):
     base = tmp_path_factory.mktemp("multi")
     suite = parse_suite({"corpora": ["alpha", "beta"], "models": ["logreg"],
-                         "protocols": ["speaker_folds", "combined", "cross_corpus"], "manifests": two_corpora},
+                         "protocols": ["speaker_folds", "combined", "cross_corpus"], "manifests": two_corpora,
+                         "combined": {"n_folds": 2}},
                         default_name="multi")
     summary = run_suite(RunOptions(suite=suite, results_dir=base, cache_dir=base / "cache", progress=False))
     return summary, RecordStore(summary.folder)
@@ -98,7 +99,9 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     table = pd.concat([pd.read_csv(two_corpora[name]) for name in ("alpha", "beta")])
     table = table[table["emotion"] != "neutral"].groupby(["speaker", "emotion"]).head(1)
     table.to_csv(tmp_path / "mine.csv", index=False)
-    code = main(["run", "--suite", "full", "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
+    suite = tmp_path / "full.toml"  # the full suite, with 2 folds instead of leaving each of the 8 speakers out
+    suite.write_text((SUITES_DIR / "full.toml").read_text() + "\n[protocol_options]\nn_folds = 2\n")
+    code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
                  str(tmp_path), "--budget", "0.05", "--jobs", "1", "--results-dir", str(tmp_path / "r"),
                  "--cache-dir", str(tmp_path / "c")])
     assert code == 0, capsys.readouterr().err

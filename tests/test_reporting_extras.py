@@ -19,7 +19,7 @@ from ser_models.features import FeatureSpec
 from ser_models.metrics import roc_auc, roc_auc_from_predictions
 
 SUITE = {
-    "corpora": ["synthetic"], "models": ["logreg", "fusion"],
+    "corpora": ["synthetic"], "models": ["logreg", "fusion"], "protocol_options": {"n_folds": 2},
     "corpus_options": {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
                                      "emotions": ["angry", "neutral", "sad"]}},
     "tasks": {"gender": ["logreg"]},

@@ -108,6 +108,8 @@ def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
 KILL_SUITE = """
 corpora = ["synthetic"]
 models = ["logreg", "random_forest", "svm", "xgboost"]
+[protocol_options]
+n_folds = 3
 [corpus_options.synthetic]
 seed = 3
 n_speakers = 12

@@ -13,6 +13,7 @@ from ser_models import tuning
 from ser_models.ensembles import EnsembleClassifier, MultiInput
 from ser_models.feature_cache import extract_features
 
+FOLDS = {"n_folds": 2}  # 8 speakers: 2 folds keep the tests quick (the default would leave each out)
 CORPUS = {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
                         "emotions": ["angry", "neutral", "sad"]}}
 
@@ -43,6 +44,7 @@ def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, 
     monkeypatch.setattr(runner, "tune", spy_tune)
     monkeypatch.setattr(EnsembleClassifier, "fit", spy_fit)
     suite = parse_suite({"corpora": ["synthetic"], "models": ["stacking", "logreg"], "corpus_options": CORPUS,
+                         "protocol_options": FOLDS,
                          "model_params": {"stacking": {"members": ["logreg", "svm"]}},
                          "tuning": {"logreg": {"trials": 3}}}, default_name="nested")
     summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False,
@@ -123,7 +125,8 @@ def test_bad_tuning_budget_is_a_suite_error():
 
 def test_dask_cluster_gives_the_same_records(tmp_path):
     distributed = pytest.importorskip("dask.distributed", reason="the dask extra is not installed")
-    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "random_forest"], "corpus_options": CORPUS},
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "random_forest"], "corpus_options": CORPUS,
+                         "protocol_options": FOLDS},
                         default_name="dask")
     local = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "local", cache_dir=tmp_path / "c",
                                  progress=False, jobs=1))
