@@ -171,10 +171,10 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     seen = []
     original = runner.job_data
 
-    def spy(inputs, model, train, test, speaker_independent=True):
-        x_train, y_train, groups, source = inputs.training_set(model, train)
+    def spy(inputs, model, train, test, speaker_independent=True, members=None):
+        x_train, y_train, groups, source = inputs.training_set(model, train, members)
         seen.append((train, test, source, len(y_train)))
-        return original(inputs, model, train, test, speaker_independent)
+        return original(inputs, model, train, test, speaker_independent, members)
 
     monkeypatch.setattr(runner, "job_data", spy)
     suite = parse_suite({**TINY, "models": ["logreg"], "augment": [{"kind": "noise", "amount": 15},
