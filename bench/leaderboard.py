@@ -63,15 +63,24 @@ def _pooled_uar(rows: pd.DataFrame) -> float:
     return float(per_seed.mean())
 
 
+def _seed_spread(group: pd.DataFrame) -> pd.DataFrame:
+    """Per entry: the mean over seeds of the fold-mean UAR, the std over folds (mean over seeds), the
+    number of seeds and the std over seeds of the fold-mean UAR (0 with one seed)."""
+    per_seed = group.groupby(["entry", "seed"])["uar"].agg(["mean", "std"]).fillna({"std": 0.0})
+    by_entry = per_seed.groupby("entry")
+    return pd.DataFrame({
+        "uar_mean": by_entry["mean"].mean(), "uar_std": by_entry["std"].mean(),
+        "seeds": by_entry.size(), "seed_std": by_entry["mean"].std().fillna(0.0),
+    })
+
+
 def _model_table(group: pd.DataFrame) -> pd.DataFrame:
     pooled = group.groupby("entry")[["seed", "confusion"]].apply(_pooled_uar).rename("uar_pooled")
     summary = group.groupby("entry").agg(
-        uar_mean=("uar", "mean"), uar_std=("uar", "std"), accuracy=("accuracy", "mean"),
-        macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"), auc=("auc", "mean"),
-        fit_seconds=("fit_seconds", "mean"), rows=("uar", "size"),
+        accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"),
+        auc=("auc", "mean"), fit_seconds=("fit_seconds", "mean"), rows=("uar", "size"),
     )
-    summary["uar_std"] = summary["uar_std"].fillna(0.0)
-    summary = summary.join(pooled)
+    summary = _seed_spread(group).join(summary).join(pooled)
     return summary.sort_values(["uar_mean", "accuracy"], ascending=False, kind="stable")
 
 
@@ -150,14 +159,16 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     table = _model_table(group)
     stats = bootstrap_table(group, list(table.index), load_predictions) if load_predictions else {}
     rows = [
-        [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}", f"{r.uar_pooled:.3f}",
+        [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}",
+         f"{int(r.seeds)} (± {r.seed_std:.3f})" if r.seeds > 1 else "1", f"{r.uar_pooled:.3f}",
          *_ci_cells(stats.get(model), rank == 1), f"{r.accuracy:.3f}",
          f"{r.macro_f1:.3f}", f"{r.weighted_f1:.3f}", "—" if np.isnan(r.auc) else f"{r.auc:.3f}",
          f"{r.fit_seconds:.1f}"]
         for rank, (model, r) in enumerate(table.iterrows(), start=1)
     ]
-    headers = ["rank", "model", "UAR (mean ± std over folds)", "UAR pooled", "95% CI (speaker bootstrap)",
-               "p vs best", "accuracy", "macro-F1", "weighted F1", "macro AUC", "fit s/fold"]
+    headers = ["rank", "model", "UAR (mean ± std over folds)", "seeds (± std over seeds)", "UAR pooled",
+               "95% CI (speaker bootstrap)", "p vs best", "accuracy", "macro-F1", "weighted F1", "macro AUC",
+               "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
     title = f"## {corpus} — {protocol}"
     if not _speaker_independent(group):
@@ -178,12 +189,32 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
         parts += ["Speaker gender (from the corpus metadata) appended to the utterance functionals:",
                   tabulate(gender_rows, headers=["model", "UAR without", "UAR with gender", "difference"],
                            tablefmt="github", disable_numparse=True)]
+    chosen = _ensemble_members(group)
+    if chosen:
+        parts.append("Ensemble members, chosen in each outer training fold by inner-fold UAR (folds choosing each): "
+                     + "; ".join(chosen) + ".")
     if "family" in group.columns and (group["family"] == "ensemble").any():
         parts.append("Ensembles share their members' inner-fold fits and refits (memoised per fold), so the "
                      "first ensemble of a fold carries the members' cost in its fit time and the others look cheap.")
     if figure_links:
         parts.append("Figures: " + ", ".join(figure_links) + ".")
     return "\n\n".join(parts)
+
+
+def _ensemble_members(group: pd.DataFrame) -> list[str]:
+    """'soft_vote: logreg 6/6, svm@compare 4/6' for every ensemble that chose among more candidates than it kept."""
+    if "ensemble" not in group.columns:
+        return []
+    out = []
+    for entry, rows in group[group["ensemble"].notna()].groupby("entry", sort=True):
+        rows = rows[rows["seed"] == rows["seed"].min()]
+        picks = [member for e in rows["ensemble"] for member in e["members"]]
+        if len(set(picks)) == len(rows.iloc[0]["ensemble"]["members"]) and len(rows.iloc[0]["ensemble"]["inner_uar"]) \
+                == len(set(picks)):
+            continue  # every candidate kept: nothing was chosen
+        counts = pd.Series(picks).value_counts()
+        out.append(f"{entry}: " + ", ".join(f"{m} {n}/{len(rows)}" for m, n in counts.items()))
+    return out
 
 
 def cross_corpus_section(frame: pd.DataFrame, top: int = TOP_MODELS_PER_CLASS_TABLE) -> str:
@@ -272,7 +303,9 @@ def render_leaderboard(
         "Every number is speaker-independent unless a table says otherwise: no speaker is in both the training "
         "and the test side of any fold. UAR is unweighted average recall (balanced accuracy) over the classes "
         "present in a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier "
-        "when folds hold few speakers or lack some classes. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
+        "when folds hold few speakers or lack some classes. A row run with several seeds shows the mean over seeds of "
+        "its mean over folds, the std over folds (averaged over seeds) and the std over seeds of the fold mean; "
+        "its CI and p-value use the first seed's predictions. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
         "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR comes from "
         f"resampling test speakers (not utterances) with replacement; 'p vs best' is the paired bootstrap "
         f"p-value of the difference to the top row on the same utterances (* : p < {SIGNIFICANCE}). Built from "

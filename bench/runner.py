@@ -23,7 +23,7 @@ from bench.inputs import MODEL_INPUTS, ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions, record_identity
 from bench.saved_models import save_best_model
-from bench.suite import Suite
+from bench.suite import Suite, seeds_for
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.ensembles import member_feature_set
 from ser_models.feature_cache import FeatureSet, extract_features
@@ -347,24 +347,25 @@ def member_feature_sets(suite: Suite, models: list[str]) -> list[str]:
 def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
     suite, corpus, features = options.suite, dataset.name, dataset.features
     labels = sorted(features.manifest[dataset.target].unique())
-    seeds = options.seeds or suite.seeds
+    # Every model of a table is scored on the same folds (from the first seed); seeds vary the models.
+    fold_seed = (options.seeds or suite.seeds)[0]
     jobs, reused, planned = [], 0, {}
     fold_options = {k: v for k, v in dataset.fold_options.items() if v is not None}
     for protocol in dataset.protocols:
         options_here = {**suite.protocol_options, **fold_options} if protocol == "speaker_folds" else fold_options
-        for seed in seeds:
-            try:
-                folds = make_folds(protocol, features.manifest, seed=seed, **options_here)
-            except ProtocolError as error:
-                log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
-                break
-            allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
-            if dataset.models is not None:
-                allowed &= set(resolve_models(dataset.models))
-            for model in models:
-                if model not in allowed:
-                    continue
-                params = model_params(suite, model)
+        try:
+            folds = make_folds(protocol, features.manifest, seed=fold_seed, **options_here)
+        except ProtocolError as error:
+            log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
+            continue
+        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
+        if dataset.models is not None:
+            allowed &= set(resolve_models(dataset.models))
+        for model in models:
+            if model not in allowed:
+                continue
+            params = model_params(suite, model)
+            for seed in options.seeds or seeds_for(suite, model):
                 for fold in folds:
                     key = config_hash({
                         "corpus": corpus, "corpus_options": dataset.corpus_options,

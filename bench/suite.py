@@ -32,6 +32,7 @@ class Suite:
     models: tuple[str, ...]  # names, "all", or "classical"/"deep" families
     protocols: tuple[str, ...] = ("speaker_folds",)
     seeds: tuple[int, ...] = (0,)
+    model_seeds: dict = field(default_factory=dict)  # model or family -> its seeds, e.g. {deep = [0, 1, 2]}
     publish: bool = False  # also write the project's results/leaderboard.md
     budget: float = 1.0  # scales each model's budget parameters (deep models: epochs, patience)
     features: FeatureSpec = FeatureSpec()
@@ -102,6 +103,7 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         models=tuple(data["models"]),
         protocols=tuple(data.get("protocols", ("speaker_folds",))),
         seeds=tuple(int(s) for s in data.get("seeds", (0,))),
+        model_seeds=_model_seeds(data.get("model_seeds", {}), default_name),
         publish=bool(data.get("publish", False)),
         budget=float(data.get("budget", 1.0)),
         features=FeatureSpec(**feature_options),
@@ -130,6 +132,29 @@ def _tuning(tuning: dict, suite: str) -> dict:
         budgets[model] = {"trials": int(budget["trials"]),
                           **({"timeout": float(budget["timeout"])} if "timeout" in budget else {})}
     return budgets
+
+
+MODEL_GROUPS = ("classical", "deep", "ensemble")
+
+
+def _model_seeds(seeds: dict, suite: str) -> dict:
+    """[model_seeds]: a model name or family -> the seeds it runs (the folds stay those of the first suite seed)."""
+    out = {}
+    for name, values in seeds.items():
+        if name not in MODEL_GROUPS:
+            try:
+                model_spec(name)
+            except KeyError as error:
+                raise SuiteError(f"suite {suite!r}: [model_seeds] {error.args[0]}") from error
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+            raise SuiteError(f"suite {suite!r}: write [model_seeds] {name} = [0, 1, 2] (a list of integer seeds)")
+        out[name] = tuple(dict.fromkeys(values))
+    return out
+
+
+def seeds_for(suite: Suite, model: str) -> tuple[int, ...]:
+    """The seeds a model runs: its own [model_seeds] entry, else its family's, else the suite's."""
+    return suite.model_seeds.get(model) or suite.model_seeds.get(model_spec(model).family) or suite.seeds
 
 
 TASKS = ("gender",)  # targets other than emotion, read from the manifest column of the same name
