@@ -188,10 +188,11 @@ def _training_batches(keras):
     class TrainingBatches(keras.utils.PyDataset):
         """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights."""
 
-        def __init__(self, arrays, targets, class_weight, batch_size, *, augment, seed):
+        def __init__(self, arrays, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None):
             super().__init__()
             self.arrays, self.targets, self.class_weight = arrays, targets, class_weight
             self.batch_size, self.augment = batch_size, augment
+            self.one_hot, self.mix = one_hot, mix
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(targets))
 
@@ -201,14 +202,46 @@ def _training_batches(keras):
         def __getitem__(self, index):
             rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
             inputs = self.augment([a[rows] for a in self.arrays], self.rng)
-            targets = self.targets[rows]
-            return tuple(inputs), targets, self.class_weight[targets]
+            labels = self.targets[rows]
+            weights = self.class_weight[labels]
+            if self.one_hot:
+                targets = np.eye(len(self.class_weight), dtype=np.float32)[labels]
+                inputs, targets, weights = self.mix(inputs, targets, weights, self.rng)
+                return tuple(inputs), targets, weights
+            return tuple(inputs), labels, weights
 
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(self.targets))
 
     return TrainingBatches
 
+
+
+def _weight_averager(keras):
+    class WeightAverager(keras.callbacks.Callback):
+        """Stochastic weight averaging: the mean of the weights of the `window` epochs ending at the best one
+        (by the validation monitor; the last epoch without validation), set on the model when training ends."""
+
+        def __init__(self, monitor: str, window: int, has_validation: bool):
+            super().__init__()
+            self.monitor, self.window, self.has_validation = monitor, max(1, int(window)), has_validation
+            self.recent, self.best_score, self.average, self.averaged_epochs = [], -np.inf, None, []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.recent = [*self.recent, (epoch, [np.asarray(w, dtype=np.float64) for w in self.model.get_weights()])]
+            self.recent = self.recent[-self.window:]
+            value = (logs or {}).get(self.monitor) if self.has_validation else None
+            score = float(epoch) if value is None else (-value if self.monitor.endswith("loss") else value)
+            if score > self.best_score:  # a new best epoch: keep the mean of the window ending here
+                self.best_score = score
+                self.averaged_epochs = [e for e, _ in self.recent]
+                self.average = [np.mean([w[i] for _, w in self.recent], axis=0) for i in range(len(self.recent[0][1]))]
+
+        def on_train_end(self, logs=None):
+            if self.average is not None:
+                self.model.set_weights([a.astype(np.float32) for a in self.average])
+
+    return WeightAverager
 
 
 class DeepClassifier(ClassifierMixin, BaseEstimator):
@@ -221,7 +254,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, architecture="cnn", epochs=40, batch_size=32, learning_rate=1e-3, width=64,
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
-                 refit_full=False, spec_augment=True, input_noise=0.0, seed=0):
+                 refit_full=False, spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0,
+                 schedule="plateau", warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False,
+                 seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -235,12 +270,30 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.validation_speakers = validation_speakers
         self.spec_augment = spec_augment
         self.input_noise = input_noise
+        self.mixup = mixup
+        self.label_smoothing = label_smoothing
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.averaging = averaging
+        self.average_epochs = average_epochs
+        self.utterance_norm = utterance_norm
         self.seed = seed
 
     # -- data plumbing
+    def _frame_values(self, X: FrameBatch) -> np.ndarray:
+        """Frame values, each utterance standardised over its own real frames when `utterance_norm`."""
+        values = X.values.astype(np.float32)
+        if not self.utterance_norm:
+            return values
+        mask = X.mask()[:, :, None]
+        count = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        mean = (values * mask).sum(axis=1, keepdims=True) / count
+        std = np.sqrt((((values - mean) * mask) ** 2).sum(axis=1, keepdims=True) / count)
+        return (values - mean) / np.maximum(std, 1e-3) * mask
+
     def _arrays(self, X) -> list[np.ndarray]:
         if isinstance(X, FrameBatch):
-            values = (X.values.astype(np.float32) - self.mean_) / self.scale_
+            values = (self._frame_values(X) - self.mean_) / self.scale_
             mask = X.mask()
             arrays = [values * mask[:, :, None], mask]
             if X.utterance is not None:  # fusion: the utterance statistics, scaled by training rows too
@@ -253,7 +306,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         """Standardisation statistics from the rows given (the training rows only)."""
         if isinstance(X, FrameBatch):
             mask = X.mask().astype(bool)
-            real = X.values[mask].astype(np.float64)  # training frames only, padding excluded
+            real = self._frame_values(X)[mask].astype(np.float64)  # training frames only, padding excluded
             if X.utterance is not None:
                 vectors = np.asarray(X.utterance, dtype=np.float64)
                 self.utterance_mean_ = vectors.mean(axis=0).astype(np.float32)
@@ -286,8 +339,32 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         outputs = ARCHITECTURES[self.architecture](keras, noisy, n_classes, self.width, self.dropout)
         model = keras.Model(inputs, outputs, name=self.architecture)
         optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing) if self._one_hot()
+                else "sparse_categorical_crossentropy")
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         return model
+
+    def _one_hot(self) -> bool:
+        """Soft targets (mixup, label smoothing) need one-hot labels; otherwise the sparse loss as before."""
+        return self.mixup > 0 or self.label_smoothing > 0
+
+    def _mix(self, arrays, targets, weights, rng: np.random.Generator):
+        """Mixup of a training batch: each row blended with another row of the same batch, targets alike."""
+        if self.mixup <= 0:
+            return arrays, targets, weights
+        n = len(targets)
+        lam = rng.beta(self.mixup, self.mixup, size=n).astype(np.float32)
+        lam = np.maximum(lam, 1 - lam)  # the row keeps the larger share, so its own length and mask still apply
+        partner = rng.permutation(n)
+        mixed = []
+        for index, a in enumerate(arrays):
+            if index == 1 and a.ndim == 2 and len(arrays) > 1 and a.shape[:2] == arrays[0].shape[:2]:
+                mixed.append(np.maximum(a, a[partner]))  # the frame mask: real where either row is
+                continue
+            share = lam.reshape((n,) + (1,) * (a.ndim - 1))
+            mixed.append(share * a + (1 - share) * a[partner])
+        targets = lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+        return mixed, targets, lam * weights + (1 - lam) * weights[partner]
 
     def _augment(self, arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """SpecAugment-style time and frequency masks on a copy of the training inputs."""
@@ -308,6 +385,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     # -- scikit-learn API
     def fit(self, X, y, groups=None):
         """Train; `groups` (speaker per row) makes the early-stopping set speaker-disjoint."""
+        if self.schedule not in SCHEDULES or self.averaging not in AVERAGING:
+            raise ValueError(f"schedule must be one of {SCHEDULES} and averaging one of {AVERAGING}, "
+                             f"got {self.schedule!r} and {self.averaging!r}")
         keras = keras_module()
         keras.utils.set_random_seed(self.seed)
         self.validation_speakers_ = []
@@ -336,22 +416,44 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         weights = compute_class_weight("balanced", classes=np.unique(targets[train]), y=targets[train])
         class_weight = np.zeros(len(self.classes_), dtype=np.float32)
         class_weight[np.unique(targets[train])] = weights
+        one_hot = self._one_hot()
         batches = _training_batches(keras)(
             [a[train] for a in arrays], targets[train], class_weight, self.batch_size,
-            augment=self._augment, seed=self.seed,
+            augment=self._augment, seed=self.seed, one_hot=one_hot, mix=self._mix,
         )
-        validation = ([a[val] for a in arrays], targets[val]) if len(val) else None
+        val_targets = np.eye(len(self.classes_), dtype=np.float32)[targets[val]] if one_hot else targets[val]
+        validation = ([a[val] for a in arrays], val_targets) if len(val) else None
         callbacks = []
+        if self.schedule == "cosine":
+            callbacks.append(keras.callbacks.LearningRateScheduler(self._cosine(epochs)))
+        elif validation is not None:
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=self.monitor, factor=0.5,
+                                                               patience=max(1, self.patience // 2)))
+        averager = None
+        if self.averaging == "swa":
+            averager = _weight_averager(keras)(self.monitor, self.average_epochs, validation is not None)
+            callbacks.append(averager)
         if validation is not None:
-            callbacks = [
-                keras.callbacks.EarlyStopping(monitor=self.monitor, patience=self.patience, restore_best_weights=True),
-                keras.callbacks.ReduceLROnPlateau(monitor=self.monitor, factor=0.5,
-                                                  patience=max(1, self.patience // 2)),
-            ]
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=self.monitor, patience=self.patience,
+                                                           restore_best_weights=averager is None))
         result = self.model_.fit(batches, epochs=epochs, validation_data=validation, callbacks=callbacks,
                                  verbose=0)
         history = {key: [float(v) for v in values] for key, values in result.history.items()}
+        if averager is not None:
+            history["averaged_epochs"] = [float(e) for e in averager.averaged_epochs]
         return history
+
+    def _cosine(self, epochs: int):
+        """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the last epoch."""
+        base, warmup = self.learning_rate, self.warmup_epochs
+
+        def rate(epoch: int, _current=None) -> float:
+            if epoch < warmup:
+                return base * (epoch + 1) / (warmup + 1)
+            progress = (epoch - warmup) / max(1, epochs - warmup)
+            return float(base * 0.5 * (1 + np.cos(np.pi * progress)))
+
+        return rate
 
     def predict_proba(self, X) -> np.ndarray:
         probabilities = np.asarray(self.model_.predict(self._arrays(X), batch_size=256, verbose=0), dtype=np.float64)
@@ -375,6 +477,14 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             self.model_.set_weights(weights)
 
 
+# Training-recipe switches, off by default (see bench/benchmarks/deep_recipe.py for their ablation):
+# mixup (Beta alpha), label smoothing, a warm-up + cosine schedule instead of halving on plateaus,
+# averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation.
+RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
+                   "averaging": "none", "average_epochs": 5, "utterance_norm": False}
+SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
+
+
 def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
     # Sized for the 2-core CPU: a RAVDESS fold (1,200 training utterances) in about a minute or two.
     params = {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "width": 64, "dropout": 0.3, "patience": 8,
@@ -393,7 +503,7 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 
     register_model(name, family="deep", input=input, description=description, defaults=params,
                    search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"),
-                   version=version)(factory)
+                   version=version, optional=RECIPE_SWITCHES)(factory)
 
 
 # The MLP is cheap, so it can afford a second pass: validation speakers pick the epoch

@@ -26,12 +26,16 @@ class ModelSpec:
     fit_groups: bool = False  # fit(X, y, groups=speakers): it splits off validation speakers itself
     budget_params: tuple[str, ...] = ()  # integer parameters a suite's budget factor scales (e.g. epochs)
     version: int = 1  # bump when the model's code changes its numbers: recorded rows are then redone
+    # Switches whose neutral value is the model's behaviour without them: accepted, but stored (and hashed)
+    # only when a suite sets them, so adding one never changes the rows already recorded.
+    optional: dict = field(default_factory=dict)
 
     def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
         """A fresh unfitted estimator with defaults overridden by `params`."""
-        unknown = sorted(set(params) - set(self.defaults))
+        unknown = sorted(set(params) - set(self.defaults) - set(self.optional))
         if unknown:
-            raise ValueError(f"model {self.name!r} has no parameters {unknown}; it takes {sorted(self.defaults)}")
+            raise ValueError(f"model {self.name!r} has no parameters {unknown}; it takes "
+                             f"{sorted({**self.defaults, **self.optional})}")
         return self.factory(seed=seed, **{**self.defaults, **params})
 
     def resolved_params(self, overrides: dict | None = None, budget: float = 1.0) -> dict:
@@ -46,7 +50,7 @@ _MODELS: dict[str, ModelSpec] = {}
 def register_model(
     name: str, *, family: str, input: str, description: str, defaults: dict,
     search_space: SearchSpace | None = None, fit_groups: bool = False, budget_params: tuple[str, ...] = (),
-    version: int = 1,
+    version: int = 1, optional: dict | None = None,
 ) -> Callable[[Factory], Factory]:
     """Decorator: register `factory(seed=..., **params)` under `name`."""
 
@@ -54,7 +58,8 @@ def register_model(
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, factory, family, input, description, dict(defaults), search_space, fit_groups, budget_params, version
+            name, factory, family, input, description, dict(defaults), search_space, fit_groups, budget_params, version,
+            dict(optional or {}),
         )
         return factory
 

@@ -1,0 +1,104 @@
+"""Ablation of the deep training-recipe switches, scored on inner speaker folds only (never a test fold).
+
+    python -m bench.benchmarks.deep_recipe --data-root ../shared/data [--corpus ravdess] [--model cnn cnn2d]
+        [--outer-folds 0 1] [--seeds 0] [--variant baseline mixup ...] [--jobs 2]
+
+For each named outer fold of `speaker_folds` (fold seed 0), the outer test speakers are set aside
+and never used. The outer training speakers are split once into speaker-grouped inner train and
+inner held-out parts (3 inner folds, the first one). Each model is trained on the inner training
+part with each recipe variant (its registered defaults plus the switches of the variant) and
+scored by UAR on the inner held-out speakers. The table gives the mean inner UAR per model and
+variant, its difference to the baseline, and the median fit seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+from joblib import Parallel, delayed
+
+from bench.inputs import MODEL_INPUTS
+from bench.runner import default_cache_dir
+from ser_models.corpora import corpus_info, load_corpus
+from ser_models.feature_cache import extract_features
+from ser_models.metrics import classification_metrics
+from ser_models.models import model_spec
+from ser_models.protocols import assert_speaker_disjoint, make_folds
+from ser_models.tuning import inner_speaker_folds
+
+VARIANTS: dict[str, dict] = {
+    "baseline": {},
+    "mixup": {"mixup": 0.4},
+    "label_smoothing": {"label_smoothing": 0.1},
+    "cosine": {"schedule": "cosine", "warmup_epochs": 2},
+    "swa": {"averaging": "swa", "average_epochs": 5},
+    "utterance_norm": {"utterance_norm": True},
+    "all": {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 2, "averaging": "swa",
+            "average_epochs": 5, "utterance_norm": True},
+}
+
+
+def _score(model: str, variant: str, seed: int, x, y, groups, train, held_out, labels) -> tuple[float, float]:
+    spec = model_spec(model)
+    estimator = spec.build(seed=seed, **spec.resolved_params(VARIANTS[variant]))
+    start = time.perf_counter()
+    estimator.fit(x[train], y[train], groups=groups[train])
+    seconds = time.perf_counter() - start
+    return classification_metrics(y[held_out], estimator.predict(x[held_out]), labels)["uar"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("SER_DATA", "../shared/data")))
+    parser.add_argument("--corpus", default="ravdess")
+    parser.add_argument("--model", nargs="+", default=["cnn", "cnn2d"])
+    parser.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--outer-folds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    manifest = load_corpus(args.corpus, args.data_root / corpus_info(args.corpus).folder)
+    features = extract_features(manifest, cache_dir=default_cache_dir(), n_jobs=args.jobs, progress=False)
+    y = features.manifest["emotion"].to_numpy()
+    groups = features.manifest["speaker"].to_numpy()
+    labels = sorted(set(y))
+    folds = make_folds("speaker_folds", features.manifest, seed=0)
+    tasks = []
+    for index in args.outer_folds:
+        outer_train, outer_test = folds[index].split(features.manifest)
+        train, held_out = inner_speaker_folds(y[outer_train], groups[outer_train], 3, 0)[0]
+        train, held_out = outer_train[train], outer_train[held_out]
+        assert_speaker_disjoint(groups[train], groups[held_out])
+        assert not set(groups[held_out]) & set(groups[outer_test])  # outer test speakers are never scored
+        for model in args.model:
+            for variant in args.variant:
+                for seed in args.seeds:
+                    tasks.append((index, model, variant, seed, train, held_out))
+    inputs = {m: MODEL_INPUTS[model_spec(m).input](features.functionals, features.frames) for m in args.model}
+    print(f"{args.corpus}: {len(tasks)} fits ({len(args.outer_folds)} outer training folds x {len(args.model)} "
+          f"models x {len(args.variant)} variants x {len(args.seeds)} seeds)", flush=True)
+    results = Parallel(n_jobs=args.jobs, verbose=5)(
+        delayed(_score)(model, variant, seed, inputs[model], y, groups, train, held_out, labels)
+        for _, model, variant, seed, train, held_out in tasks)
+    rows = pd.DataFrame([{"fold": f, "model": m, "variant": v, "seed": s, "inner_uar": u, "fit_s": t}
+                         for (f, m, v, s, _, _), (u, t) in zip(tasks, results, strict=True)])
+    table = rows.groupby(["model", "variant"]).agg(inner_uar=("inner_uar", "mean"), spread=("inner_uar", "std"),
+                                                   fit_s=("fit_s", statistics.median))
+    base = table.xs("baseline", level="variant")["inner_uar"] if "baseline" in args.variant else None
+    if base is not None:
+        table["vs_baseline"] = [r.inner_uar - base[m] for (m, _), r in table.iterrows()]
+    print(f"\nMean inner-fold UAR on {args.corpus} (inner held-out speakers of outer training folds "
+          f"{args.outer_folds}; spread: std over folds and seeds):")
+    print(table.round(3).to_string())
+    print("\nPer fold:\n" + rows.pivot_table(index=["model", "variant"], columns="fold", values="inner_uar")
+          .round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Training-recipe switches of the deep models: mixup, label smoothing, cosine schedule, weight averaging,
+per-utterance normalisation. Each touches training batches only, and the averaged weights are the ones used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_models.models import deep, get_model, model_spec
+from ser_models.models.deep import DeepClassifier, keras_module
+from ser_models.models.frames import pad_frames
+
+N = 72
+LABELS = np.array(["angry", "neutral", "sad"])[np.arange(N) % 3]
+SPEAKERS = np.array([f"toy:{i % 12:02d}" for i in range(N)])
+SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
+RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 1, "averaging": "swa",
+          "average_epochs": 2, "utterance_norm": True}
+
+
+def toy_frames(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frames = [(rng.normal(size=(40 + i % 17, 161)) + (i % 3) * 0.8).astype(np.float16) for i in range(N)]
+    return pad_frames(frames, max_frames=64)
+
+
+def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
+    spec = model_spec("cnn")
+    assert not set(deep.RECIPE_SWITCHES) & set(spec.resolved_params())  # old rows keep their config hashes
+    assert set(spec.resolved_params({"mixup": 0.2})) >= {"mixup"}  # a suite that sets one records it
+    model = spec.build(seed=0, mixup=0.2)
+    assert model.mixup == 0.2 and model.label_smoothing == 0.0
+    with pytest.raises(ValueError, match="no parameters"):
+        spec.build(seed=0, mixpu=0.2)
+
+
+def test_mixup_blends_rows_targets_and_weights_of_one_batch():
+    model = DeepClassifier(mixup=0.4)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(8, 10, 4)).astype(np.float32)
+    mask = (np.arange(10)[None] < np.array([10, 5, 7, 3, 10, 9, 2, 6])[:, None]).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
+    weights = np.linspace(1, 2, 8).astype(np.float32)
+    (mixed, mixed_mask), soft, mixed_weights = model._mix([values, mask], targets, weights, rng)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+    assert (soft.max(axis=1) >= 0.5 - 1e-6).all()  # each row keeps the larger share
+    assert ((mixed_mask == 1) >= (mask == 1)).all()  # real frames of either row stay real
+    assert mixed.shape == values.shape and not np.allclose(mixed, values)
+    assert mixed_weights.min() >= 1 - 1e-6 and mixed_weights.max() <= 2 + 1e-6
+
+
+def test_mixup_and_masks_touch_training_batches_only(monkeypatch):
+    seen, calls = [], {"predict": False, "during_predict": 0}
+    original = DeepClassifier._mix
+
+    def spy(self, arrays, targets, weights, rng):
+        if calls["predict"]:
+            calls["during_predict"] += 1
+        seen.extend(arrays[1].sum(axis=1).astype(int).tolist())
+        return original(self, arrays, targets, weights, rng)
+
+    monkeypatch.setattr(DeepClassifier, "_mix", spy)
+    frames = toy_frames()
+    test_rows = np.flatnonzero(frames.lengths == 56)  # a length only these rows have
+    train_rows = np.setdiff1d(np.arange(N), test_rows)
+    model = get_model("cnn", seed=0, **SMALL, mixup=0.4).fit(frames[train_rows], LABELS[train_rows],
+                                                             groups=SPEAKERS[train_rows])
+    calls["predict"] = True
+    model.predict_proba(frames[test_rows])
+    assert seen and 56 not in seen and calls["during_predict"] == 0
+    validation = np.isin(SPEAKERS[train_rows], model.validation_speakers_)
+    fitted = frames.lengths[train_rows][~validation]
+    assert len(seen) >= SMALL["epochs"] * len(fitted)  # every epoch (Keras may fetch one batch more to build)
+    assert set(seen) <= set(fitted.tolist())  # lengths of the non-validation training rows only
+
+
+def test_averaged_weights_are_the_ones_predict_proba_uses(monkeypatch):
+    recorded = []
+    make = deep._weight_averager
+
+    def recording(keras):
+        class Recording(make(keras)):
+            def on_epoch_end(self, epoch, logs=None):
+                recorded.append([np.asarray(w, dtype=np.float64) for w in self.model.get_weights()])
+                super().on_epoch_end(epoch, logs)
+
+        return Recording
+
+    monkeypatch.setattr(deep, "_weight_averager", recording)
+    frames = toy_frames()
+    model = get_model("cnn", seed=0, **{**SMALL, "epochs": 4}, averaging="swa", average_epochs=3,
+                      validation_speakers=0.0).fit(frames[:60], LABELS[:60])
+    assert len(recorded) == 4 and model.history_["averaged_epochs"] == [1.0, 2.0, 3.0]
+    expected = [np.mean([epoch[i] for epoch in recorded[1:]], axis=0) for i in range(len(recorded[0]))]
+    for used, average in zip(model.model_.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(used, average, rtol=1e-5, atol=1e-6)
+    keras = keras_module()
+    fresh = model._network(model.input_shapes_, len(model.classes_))
+    fresh.set_weights([w.astype(np.float32) for w in expected])
+    manual = np.asarray(fresh.predict(model._arrays(frames[60:]), verbose=0), dtype=np.float64)
+    np.testing.assert_allclose(model.predict_proba(frames[60:]), manual / manual.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    assert keras.backend.backend() == "jax"
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    rate = DeepClassifier(learning_rate=1e-3, warmup_epochs=2)._cosine(10)
+    assert rate(0) < rate(1) < rate(2) == pytest.approx(1e-3)
+    assert rate(9) < rate(5) < rate(2) and rate(10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_utterance_normalisation_uses_each_utterance_alone():
+    frames = toy_frames()
+    model = DeepClassifier(utterance_norm=True)
+    values = model._frame_values(frames)
+    mask = frames.mask().astype(bool)
+    for row in (0, 5, 30):
+        real = values[row][mask[row]]
+        np.testing.assert_allclose(real.mean(axis=0), 0.0, atol=1e-3)
+        assert not values[row][~mask[row]].any()
+    np.testing.assert_allclose(model._frame_values(frames[[5]])[0], values[5], rtol=1e-6)  # no other row matters
+
+
+def test_same_seed_same_predictions_with_every_switch_on_cpu():
+    x = toy_frames()
+    runs = [get_model("cnn", seed=7, **SMALL, **RECIPE).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
+            .predict_proba(x[60:]) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_unknown_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        get_model("cnn", seed=0, **SMALL, schedule="onecycle").fit(toy_frames()[:30], LABELS[:30])
