@@ -208,6 +208,8 @@ def _ensemble_members(group: pd.DataFrame) -> list[str]:
     out = []
     for entry, rows in group[group["ensemble"].notna()].groupby("entry", sort=True):
         rows = rows[rows["seed"] == rows["seed"].min()]
+        if not rows.iloc[0]["ensemble"]["inner_uar"]:
+            continue  # a vote over stored predictions: fixed members, nothing chosen
         picks = [member for e in rows["ensemble"] for member in e["members"]]
         if len(set(picks)) == len(rows.iloc[0]["ensemble"]["members"]) and len(rows.iloc[0]["ensemble"]["inner_uar"]) \
                 == len(set(picks)):

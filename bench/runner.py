@@ -24,6 +24,7 @@ from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions, record_identity
 from bench.saved_models import save_best_model
 from bench.suite import Suite, seeds_for
+from bench.votes import STORED, is_vote, vote_outcome
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.ensembles import member_feature_set
 from ser_models.feature_cache import FeatureSet, extract_features
@@ -332,7 +333,7 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
 def model_params(suite: Suite, model: str) -> dict:
     """A model's parameters in this suite; an ensemble also carries each member's."""
     params = model_spec(model).resolved_params(suite.model_params.get(model), suite.budget)
-    if model_spec(model).family == "ensemble":
+    if model_spec(model).family == "ensemble" and not is_vote(model):
         params["member_params"] = {m: model_params(suite, member_feature_set(m)[0]) for m in params["members"]}
     return params
 
@@ -340,6 +341,7 @@ def model_params(suite: Suite, model: str) -> dict:
 def member_feature_sets(suite: Suite, models: list[str]) -> list[str]:
     """Feature sets (besides the suite's own) that the ensembles' members read, e.g. ["compare"]."""
     needed = [member_feature_set(m)[1] for model in models if model_spec(model).family == "ensemble"
+              and not is_vote(model)
               for m in model_params(suite, model)["members"]]
     return list(dict.fromkeys(f for f in needed if f and f != suite.features.feature_set))
 
@@ -361,12 +363,16 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
         allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
         if dataset.models is not None:
             allowed &= set(resolve_models(dataset.models))
-        for model in models:
+        # votes last: their config hashes name their members' (a retrained member redoes the vote)
+        for model in sorted(models, key=is_vote):
             if model not in allowed:
                 continue
             params = model_params(suite, model)
             for seed in options.seeds or seeds_for(suite, model):
                 for fold in folds:
+                    members = _vote_members(planned, model, params, corpus, protocol, fold.index, seed, dataset)
+                    if is_vote(model) and members is None:
+                        continue
                     key = config_hash({
                         "corpus": corpus, "corpus_options": dataset.corpus_options,
                         "protocol": protocol, **fold.hash_fields(),
@@ -377,6 +383,7 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                         **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
                         # version 1 is implicit, so hashes of rows recorded before versions existed still match
                         **({"model_version": version} if (version := model_spec(model).version) > 1 else {}),
+                        **({"member_hashes": members} if members else {}),
                     })
                     identity = {"corpus": corpus, "protocol": protocol, "model": model, "fold": fold.index,
                                 "seed": seed, "target": dataset.target, "variant": dataset.variant}
@@ -385,8 +392,47 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                         reused += 1
                         continue
                     train, test = fold.split(features.manifest)
-                    jobs.append(Job(corpus, protocol, model, fold, seed, params, key, train, test))
+                    job_params = params | {"member_hashes": members} if members else params
+                    jobs.append(Job(corpus, protocol, model, fold, seed, job_params, key, train, test))
     return jobs, reused, planned
+
+
+def _vote_members(planned: dict, model: str, params: dict, corpus: str, protocol: str, fold: int, seed: int,
+                  dataset: Dataset) -> list[str] | None:
+    """The config hashes of a vote's members on this fold and seed; None when one of them does not run here."""
+    if not is_vote(model):
+        return None
+    hashes = []
+    for member in params["members"]:
+        identity = record_identity({"corpus": corpus, "protocol": protocol, "model": member, "fold": fold,
+                                    "seed": seed, "target": dataset.target, "variant": dataset.variant})
+        if identity not in planned:
+            if fold == 0:
+                log.info("%s %s: %s left out (member %s does not run on this table with seed %d)",
+                         corpus, protocol, model, member, seed)
+            return None
+        hashes.append(planned[identity])
+    return hashes
+
+
+def _run_votes(options: RunOptions, store: RecordStore, dataset: Dataset, jobs: list[Job], labels: list[str]) -> int:
+    """Record every planned vote whose members are all recorded (no training: stored probabilities only)."""
+    recorded = {r["config_hash"]: r for r in store.load()} if jobs else {}
+    done = 0
+    for job in jobs:
+        hashes = job.params["member_hashes"]
+        missing = [m for m, h in zip(job.params["members"], hashes, strict=True) if h not in recorded]
+        if missing:
+            log.warning("%s %s fold %d: %s not recorded (members %s missing)", job.corpus, job.protocol,
+                        job.fold.index, job.model, missing)
+            continue
+        outcome = vote_outcome(job.params["members"], [store.load_predictions(h) for h in hashes],
+                               [recorded[h] for h in hashes], labels)
+        record, predictions = _record(options, job, dataset, outcome, labels)
+        record["params"] = {k: v for k, v in record["params"].items() if k != "member_hashes"}
+        store.append(record, predictions)
+        done += 1
+    return done
 
 
 def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labels: list[str]):
@@ -446,7 +492,7 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
 
 def _reads_frames(models) -> bool:
     """Whether any of these models (names or families) reads frame features rather than functionals."""
-    return any(model_spec(m).input != "functionals" for m in resolve_models(tuple(models)))
+    return any(model_spec(m).input not in ("functionals", STORED) for m in resolve_models(tuple(models)))
 
 
 def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None, *,
@@ -546,6 +592,8 @@ def run_suite(options: RunOptions) -> RunSummary:
     for dataset in datasets:
         features = dataset.features
         jobs, reused_here, planned = _plan_jobs(options, dataset, models, done)
+        votes = [job for job in jobs if is_vote(job.model)]
+        jobs = [job for job in jobs if not is_vote(job.model)]
         superseded = store.supersede(planned)
         if superseded:
             log.warning("%s: %d records of an older configuration moved to %s", dataset.name, superseded,
@@ -591,6 +639,7 @@ def run_suite(options: RunOptions) -> RunSummary:
                 ) from None
             finally:
                 bar.close()
+        trained += _run_votes(options, store, dataset, votes, labels)
     _write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
     saved = _save_best_models(options, store, main_datasets) if options.save_models else {}

@@ -80,3 +80,12 @@ def test_ensemble_members_are_reported_per_fold(seeds_run):
 def test_bad_model_seeds_are_suite_errors(bad):
     with pytest.raises(SuiteError):
         parse_suite({"corpora": ["synthetic"], "models": ["mlp"], "model_seeds": bad}, default_name="x")
+
+
+def test_gpu_suite_runs_five_seeds_of_every_deep_model_and_one_of_the_rest():
+    from bench.suite import load_suite, suite_names
+
+    assert "gpu" in suite_names()
+    suite = load_suite("gpu")
+    assert seeds_for(suite, "cnn2d") == (0, 1, 2, 3, 4) and seeds_for(suite, "logreg") == (0,)
+    assert suite.budget > 1

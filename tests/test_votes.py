@@ -1,0 +1,68 @@
+"""Votes over stored predictions: the mean of the members' stored probabilities, redone when a member changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.records import RecordStore
+from bench.runner import RunOptions, run_suite
+from bench.suite import parse_suite
+
+SUITE = {
+    "corpora": ["synthetic"], "models": ["logreg", "random_forest", "all_vote"],
+    "protocol_options": {"n_folds": 2},
+    "corpus_options": {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                                     "emotions": ["angry", "neutral", "sad"]}},
+    "model_params": {"all_vote": {"members": ["logreg", "random_forest"]}, "random_forest": {"n_estimators": 20}},
+}
+
+
+def _run(base, suite=SUITE, **options):
+    summary = run_suite(RunOptions(suite=parse_suite(suite, default_name="votes"), results_dir=base,
+                                   cache_dir=base / "c", progress=False, **options))
+    return summary, RecordStore(summary.folder)
+
+
+@pytest.fixture(scope="module")
+def vote_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("votes")
+    return base, *_run(base)
+
+
+def test_vote_is_the_mean_of_the_members_stored_probabilities(vote_run):
+    _, summary, store = vote_run
+    records = store.load()
+    votes = [r for r in records if r["model"] == "all_vote"]
+    assert len(votes) == 2
+    labels = votes[0]["labels"]
+    columns = [f"p_{label}" for label in labels]
+    for vote in votes:
+        members = [r for r in records if r["model"] in ("logreg", "random_forest") and r["fold"] == vote["fold"]]
+        assert sorted(vote["ensemble"]["member_hashes"]) == sorted(r["config_hash"] for r in members)
+        expected = np.mean([store.load_predictions(r["config_hash"])[columns].to_numpy() for r in members], axis=0)
+        stored = store.load_predictions(vote["config_hash"])
+        np.testing.assert_allclose(stored[columns].to_numpy(), expected / expected.sum(axis=1, keepdims=True),
+                                   atol=2e-6)
+        assert list(stored["predicted"]) == [labels[i] for i in expected.argmax(axis=1)]
+        assert vote["fit_seconds"] == pytest.approx(sum(r["fit_seconds"] for r in members), abs=1e-3)
+        assert vote["test_speakers"] == members[0]["test_speakers"]
+
+
+def test_rerun_reuses_votes_and_a_changed_member_redoes_them(vote_run):
+    base, _, store = vote_run
+    again, _ = _run(base)
+    assert again.trained == 0
+    changed = {**SUITE, "model_params": {**SUITE["model_params"], "random_forest": {"n_estimators": 21}}}
+    summary, store = _run(base, changed)
+    assert summary.trained == 4  # random_forest's 2 folds and the vote's 2 folds; logreg reused
+    votes = [r for r in store.load() if r["model"] == "all_vote"]
+    forest = {r["config_hash"] for r in store.load() if r["model"] == "random_forest"}
+    assert len(votes) == 2 and all(set(v["ensemble"]["member_hashes"]) & forest for v in votes)
+
+
+def test_a_vote_whose_member_does_not_run_is_left_out(tmp_path):
+    suite = {**SUITE, "models": ["logreg", "all_vote"]}
+    summary, store = _run(tmp_path, suite)
+    assert {r["model"] for r in store.load()} == {"logreg"}
+    assert summary.trained == 2
