@@ -358,7 +358,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         partner = rng.permutation(n)
         mixed = []
         for index, a in enumerate(arrays):
-            if index == 1 and a.ndim == 2 and len(arrays) > 1 and a.shape[:2] == arrays[0].shape[:2]:
+            if index == 1 and arrays[0].ndim == 3:  # frame inputs are (values, mask[, utterance vector])
                 mixed.append(np.maximum(a, a[partner]))  # the frame mask: real where either row is
                 continue
             share = lam.reshape((n,) + (1,) * (a.ndim - 1))
