@@ -60,6 +60,6 @@ def test_same_seed_same_predictions(name, toy):
     np.testing.assert_array_equal(a, b)
 
 
-def test_every_model_has_a_search_space():
-    for name in model_names():
-        assert model_spec(name).search_space is not None, name
+def test_every_trained_model_has_a_search_space():
+    for name in model_names():  # votes over stored predictions train nothing, so there is nothing to tune
+        assert model_spec(name).search_space is not None or model_spec(name).input == "stored", name
