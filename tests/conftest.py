@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
+
+# Under pytest-xdist each worker keeps its own numba cache, so two workers never write one file at once.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(sys.prefix) / f".numba-cache-{worker}"))
 
 import numpy as np
 import pytest
