@@ -206,7 +206,14 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
             "ensemble": None if not hasattr(estimator, "chosen_") else {
                 "members": estimator.chosen_, "inner_uar": estimator.inner_uar_,
                 "weights": [float(w) for w in estimator.weights_]},
-            "curves": getattr(estimator, "history_", None)}
+            "curves": _rounded(getattr(estimator, "history_", None))}
+
+
+def _rounded(curves: dict[str, list[float]] | None, digits: int = 4) -> dict[str, list[float]] | None:
+    """Per-epoch curves at 4 decimals: float32 metrics printed in full were a quarter of records.jsonl."""
+    if curves is None:
+        return None
+    return {key: [round(float(v), digits) for v in values] for key, values in curves.items()}
 
 
 @dataclass

@@ -152,6 +152,7 @@ def test_deep_models_run_through_the_harness_with_honest_validation(tmp_path):
         assert set(record["validation_speakers"]) <= set(record["train_speakers"])
         assert not set(record["validation_speakers"]) & set(record["test_speakers"])
         assert len(record["curves"]["loss"]) >= 1
+        assert all(v == round(v, 4) for v in record["curves"]["loss"])  # 4 decimals keep records.jsonl small
     figures = sorted(p.name for p in (summary.folder / "figures").glob("curves-*.png"))
     assert figures == ["curves-synthetic-speaker_folds-cnn.png", "curves-synthetic-speaker_folds-mlp.png"]
     assert "(figures/curves-synthetic-speaker_folds-cnn.png)" in summary.leaderboard.read_text()

@@ -101,7 +101,9 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     table.to_csv(tmp_path / "mine.csv", index=False)
     suite = tmp_path / "full.toml"  # the full suite, with 2 folds instead of leaving each of the 8 speakers out
     # (and, for time, one seed and no deep candidate in the ensembles: seeds and nested choice are tested elsewhere)
-    text = (SUITES_DIR / "full.toml").read_text().replace('"xgboost", "mlp", ', '"xgboost", ')
+    text = (SUITES_DIR / "full.toml").read_text()
+    assert '"xgboost", "mlp", ' in text  # the candidate lists this copy trims
+    text = text.replace('"xgboost", "mlp", ', '"xgboost", ')
     suite.write_text(text + "\n[protocol_options]\nn_folds = 2\n")
     code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
                  str(tmp_path), "--budget", "0.05", "--jobs", "1", "--seed", "0", "--results-dir", str(tmp_path / "r"),
