@@ -10,6 +10,8 @@ from pathlib import Path
 # Under pytest-xdist each worker keeps its own numba cache, so two workers never write one file at once.
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(sys.prefix) / f".numba-cache-{worker}"))
+# Compiled XLA programs are kept in the test environment (the workers share it behind JAX's file lock).
+os.environ.setdefault("SER_BENCH_XLA_CACHE", str(Path(sys.prefix) / ".xla-cache"))
 
 import numpy as np
 import pytest

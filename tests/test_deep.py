@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
 import pytest
 
-from ser_models.models import get_model, model_names, model_spec
-from ser_models.models.deep import DeepClassifier
+from ser_models.models import deep, get_model, model_names, model_spec
+from ser_models.models.deep import DeepClassifier, compile_counts
 from ser_models.models.frames import pad_frames
 
 N = 72
@@ -83,6 +84,76 @@ def test_same_seed_same_predictions_on_cpu():
     a = get_model("gru", seed=5, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
     b = get_model("gru", seed=5, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def xla_cache(tmp_path):
+    """An empty compiled-program cache for one test; the session's cache comes back afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    deep.keras_module()
+    before = jax.config.jax_compilation_cache_dir
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
+    yield tmp_path / "xla"
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_compiled_programs_are_reused_across_fits_with_identical_predictions(xla_cache):
+    x = toy_frames()
+
+    def fit_and_predict():
+        return get_model("cnn", seed=4, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+
+    with compile_counts() as first:
+        cold = fit_and_predict()
+    assert first["programs"] > 5 and first["compile_s"] > 0 and any(xla_cache.iterdir())
+    with compile_counts() as second:  # a new network, same shapes: what JAX compiles again comes from the cache
+        warm = fit_and_predict()
+    assert second["programs"] > 0 and second["cache_hits"] == second["programs"]
+    np.testing.assert_array_equal(warm, cold)
+
+
+def test_a_broken_compiled_program_cache_is_compiled_afresh(xla_cache):
+    x = toy_frames()
+
+    def fit_and_predict():
+        return get_model("gru", seed=2, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+
+    expected = fit_and_predict()
+    entries = [path for path in xla_cache.iterdir() if path.name.endswith("-cache")]
+    assert entries
+    for path in entries:
+        path.write_bytes(b"not a compiled program")
+    with pytest.warns(UserWarning, match="persistent compilation cache"), compile_counts() as counts:
+        again = fit_and_predict()
+    assert counts["cache_hits"] == 0 and counts["compile_s"] > 0
+    np.testing.assert_array_equal(again, expected)
+
+
+def test_compiled_program_cache_location(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("SER_BENCH_XLA_CACHE", raising=False)
+    monkeypatch.setenv("SER_BENCH_CACHE", str(tmp_path / "features"))
+    assert deep.xla_cache_dir() == tmp_path / "features" / "xla"
+    monkeypatch.setenv("SER_BENCH_XLA_CACHE", "off")
+    assert deep.xla_cache_dir() is None
+    # a folder that cannot be made: a warning, and fits go on without the cache
+    import jax
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(blocker / "xla"))
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        with caplog.at_level(logging.WARNING):
+            deep._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir is None
+        assert "SER_BENCH_XLA_CACHE" in caplog.text
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_saved_and_loaded_model_predicts_the_same(tmp_path):

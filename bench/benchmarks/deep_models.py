@@ -1,11 +1,14 @@
 """Median fit seconds per fold of each deep model on real RAVDESS (and the device JAX sees).
 
     python -m bench.benchmarks.deep_models --data-root ../shared/data [--folds 0 1 2] [--model cnn lstm ...]
+        [--xla-cache DIR | --xla-cache off]
 
 Trains each model with its registered defaults on the given EmoBox folds (20 training
 actors, speaker-held-out early stopping) and prints fit seconds per fold, their
-median, the epochs trained and the test UAR. Runs on whatever device JAX picks:
-a GPU when one is visible, else the CPU.
+median, the epochs trained, the test UAR, and per fit the programs JAX compiled, how
+many of them the persistent cache served and the seconds XLA spent compiling. Runs on
+whatever device JAX picks: a GPU when one is visible, else the CPU. `--xla-cache off`
+times fits that compile everything; an empty DIR starts the cache cold.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from bench.runner import default_cache_dir
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.models import model_names, model_spec
-from ser_models.models.deep import keras_module
+from ser_models.models.deep import compile_counts, keras_module
 from ser_models.protocols import make_folds
 
 
@@ -33,12 +36,17 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", nargs="+", default=model_names("deep"))
     parser.add_argument("--budget", type=float, default=1.0, help="scale epochs and patience")
+    parser.add_argument("--xla-cache", default=None, help="compiled-program cache folder, or off (default: "
+                        "$SER_BENCH_XLA_CACHE, else xla/ in the feature cache)")
     args = parser.parse_args()
+    if args.xla_cache is not None:
+        os.environ["SER_BENCH_XLA_CACHE"] = args.xla_cache
 
     keras = keras_module()
     import jax
 
-    print(f"keras {keras.__version__} on {keras.backend.backend()}; JAX devices: {jax.devices()}")
+    print(f"keras {keras.__version__} on {keras.backend.backend()}; JAX devices: {jax.devices()}; "
+          f"compiled-program cache: {jax.config.jax_compilation_cache_dir or 'off'}")
     manifest = load_corpus("ravdess", args.data_root / "ravdess")
     features = extract_features(manifest, cache_dir=default_cache_dir(), n_jobs=os.cpu_count() or 1)
     y = features.manifest["emotion"].to_numpy()
@@ -47,18 +55,21 @@ def main() -> None:
     for name in args.model:
         spec = model_spec(name)
         x = MODEL_INPUTS[spec.input](features.functionals, features.frames)
-        seconds, scores, epochs = [], [], []
+        seconds, scores, epochs, compiles = [], [], [], []
         for index in args.folds:
             train, test = folds[index].split(features.manifest)
             model = spec.build(seed=0, **spec.resolved_params(budget=args.budget))
-            start = time.perf_counter()
-            model.fit(x[train], y[train], groups=speakers[train])
-            seconds.append(time.perf_counter() - start)
+            with compile_counts() as counts:
+                start = time.perf_counter()
+                model.fit(x[train], y[train], groups=speakers[train])
+                seconds.append(time.perf_counter() - start)
             scores.append(balanced_accuracy_score(y[test], model.predict(x[test])))
             epochs.append(model.epochs_trained_)
+            compiles.append(f"{counts['programs']}/{counts['cache_hits']}/{counts['compile_s']:.0f}s")
         print(f"{name:12} fit s/fold median {statistics.median(seconds):6.1f} "
               f"(folds: {', '.join(f'{s:.0f}' for s in seconds)}); epochs {epochs}; "
-              f"UAR {statistics.mean(scores):.3f}", flush=True)
+              f"UAR {statistics.mean(scores):.3f}; compiled/cached/compile s per fit: {', '.join(compiles)}",
+              flush=True)
 
 
 if __name__ == "__main__":
