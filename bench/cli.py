@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, nargs="+", default=[], help="override the suite's seeds")
     run.add_argument("--fresh", action="store_true", help="forget this suite's records and start over")
     run.add_argument("--results-dir", type=Path, default=Path("results"), help="where records and leaderboards go")
-    run.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: $SER_BENCH_CACHE)")
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help="feature cache, compiled programs in its xla/ (default: $SER_BENCH_CACHE)")
     run.add_argument("--manifest", nargs="+", default=[], metavar="NAME=FILE",
                      help="add a corpus described by a CSV/TSV with columns path, speaker, emotion[, gender]")
     run.add_argument("--budget", type=float, default=None,

@@ -27,10 +27,11 @@ from bench.suite import Suite, seeds_for
 from bench.votes import STORED, is_vote, vote_outcome
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.ensembles import member_feature_set
-from ser_models.feature_cache import FeatureSet, extract_features
+from ser_models.feature_cache import FeatureSet, default_cache_dir, extract_features
 from ser_models.features import FeatureSpec
 from ser_models.metrics import classification_metrics, roc_auc
 from ser_models.models import model_names, model_spec
+from ser_models.models.deep import XLA_CACHE_ENV
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import (
     PROTOCOLS,
@@ -67,11 +68,6 @@ def select_device(device: str) -> None:
             has_gpu = False
         if not has_gpu:
             raise BenchError("--device gpu: JAX sees no GPU; install the CUDA build with `pip install -e .[gpu]`")
-
-
-def default_cache_dir() -> Path:
-    """Feature and generated-corpus cache: $SER_BENCH_CACHE or ~/.cache/ser-bench."""
-    return Path(os.environ.get("SER_BENCH_CACHE", Path.home() / ".cache" / "ser-bench")).expanduser()
 
 
 @dataclass
@@ -549,9 +545,16 @@ def _write_skipped(folder: Path, rows: list[dict]) -> None:
         path.unlink()
 
 
+def compiled_programs_beside(cache_dir: Path) -> None:
+    """Keep the compiled-program cache in xla/ of this run's feature cache (so --cache-dir moves both),
+    unless SER_BENCH_XLA_CACHE names its own place. Set before any worker starts: they inherit it."""
+    os.environ.setdefault(XLA_CACHE_ENV, str(Path(cache_dir).expanduser() / "xla"))
+
+
 def run_suite(options: RunOptions) -> RunSummary:
     """Run every job of the suite that is not yet recorded, then rebuild the leaderboards."""
     suite = options.suite
+    compiled_programs_beside(options.cache_dir)
     models = resolve_models(options.models or suite.models)
     manifests = register_manifests(suite.manifests | options.manifests, options.data_root)
     corpora = resolve_corpora(options.corpora or suite.corpora, options.data_root, tuple(manifests))

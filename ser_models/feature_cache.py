@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 NUMBA_LOCK = Path(tempfile.gettempdir()) / "ser-bench-numba-cache.lock"
 
 
+def default_cache_dir() -> Path:
+    """Feature and generated-corpus cache: $SER_BENCH_CACHE or ~/.cache/ser-bench."""
+    return Path(os.environ.get("SER_BENCH_CACHE", Path.home() / ".cache" / "ser-bench")).expanduser()
+
+
 class ExtractionCrashError(RuntimeError):
     """A worker process died (segfault, out of memory) while extracting features."""
 

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
+from bench.runner import compiled_programs_beside
 from ser_models.models import deep, get_model, model_names, model_spec
 from ser_models.models.deep import DeepClassifier, compile_counts
 from ser_models.models.frames import pad_frames
@@ -138,21 +139,30 @@ def test_compiled_program_cache_location(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("SER_BENCH_XLA_CACHE", raising=False)
     monkeypatch.setenv("SER_BENCH_CACHE", str(tmp_path / "features"))
     assert deep.xla_cache_dir() == tmp_path / "features" / "xla"
+    # a run's --cache-dir moves it too, unless SER_BENCH_XLA_CACHE names its own place
+    compiled_programs_beside(tmp_path / "elsewhere")
+    assert deep.xla_cache_dir() == tmp_path / "elsewhere" / "xla"
+    monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(tmp_path / "mine"))
+    compiled_programs_beside(tmp_path / "elsewhere")
+    assert deep.xla_cache_dir() == tmp_path / "mine"
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", "off")
     assert deep.xla_cache_dir() is None
-    # a folder that cannot be made: a warning, and fits go on without the cache
+    # a folder that cannot be made: one warning per process, and fits go on without the cache
     import jax
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(blocker / "xla"))
+    monkeypatch.setattr(deep, "_compilation_cache_checked", False)
     before = jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", None)
     try:
         with caplog.at_level(logging.WARNING):
             deep._use_compilation_cache()
+            deep._use_compilation_cache()
         assert jax.config.jax_compilation_cache_dir is None
-        assert "SER_BENCH_XLA_CACHE" in caplog.text
+        warnings = [r for r in caplog.records if "SER_BENCH_XLA_CACHE" in r.getMessage()]
+        assert len(warnings) == 1
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
 

@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 
+from ser_models.feature_cache import default_cache_dir
 from ser_models.models.frames import FrameBatch
 from ser_models.models.registry import register_model
 from ser_models.protocols import assert_speaker_disjoint
@@ -29,15 +30,17 @@ N_MELS_IN_FRAMES = 64  # frame matrices start with the log-mel bands (see Featur
 
 
 XLA_CACHE_MAX_BYTES = 1 << 30  # beyond this the least recently used compiled programs are dropped
+XLA_CACHE_ENV = "SER_BENCH_XLA_CACHE"
+_compilation_cache_checked = False  # the location is read and checked once per process
 
 
 def xla_cache_dir() -> Path | None:
     """Where compiled XLA programs are kept between fits and runs: $SER_BENCH_XLA_CACHE ("off" for nowhere),
     else xla/ in the feature cache ($SER_BENCH_CACHE, default ~/.cache/ser-bench)."""
-    setting = os.environ.get("SER_BENCH_XLA_CACHE")
+    setting = os.environ.get(XLA_CACHE_ENV)
     if setting is not None:
         return None if setting.strip().lower() in ("", "0", "off", "none") else Path(setting).expanduser()
-    return Path(os.environ.get("SER_BENCH_CACHE", Path.home() / ".cache" / "ser-bench")).expanduser() / "xla"
+    return default_cache_dir() / "xla"
 
 
 def _use_compilation_cache() -> None:
@@ -45,6 +48,10 @@ def _use_compilation_cache() -> None:
     step, the last short batch, initialisers) again for every fold and seed. The persistent cache reuses
     the compiled programs wherever the shapes match: across fits, folds, worker processes and runs.
     A cached program is the same machine code, so predictions are bit-identical."""
+    global _compilation_cache_checked
+    if _compilation_cache_checked:  # once per process: an unwritable folder warns once, not at every fit
+        return
+    _compilation_cache_checked = True
     import jax
 
     if jax.config.jax_compilation_cache_dir:  # the user's own JAX_COMPILATION_CACHE_DIR wins
