@@ -66,3 +66,19 @@ def test_a_vote_whose_member_does_not_run_is_left_out(tmp_path):
     summary, store = _run(tmp_path, suite)
     assert {r["model"] for r in store.load()} == {"logreg"}
     assert summary.trained == 2
+
+
+def test_suite_timing_counts_no_training_time_for_votes():
+    from bench.benchmarks.suite_timing import fit_seconds_by_kind
+
+    def record(model, family, seconds, finished="2026-01-02T00:00:00"):
+        return {"model": model, "family": family, "protocol": "speaker_folds", "fit_seconds": seconds,
+                "predict_seconds": 1.0, "finished_at": finished}
+
+    records = [record("cnn", "deep", 100.0), record("logreg", "classical", 2.0),
+               record("deep_vote", "ensemble", 101.0),  # its members' time, not its own
+               record("cnn", "deep", 50.0, finished="2025-12-31T00:00:00")]  # an earlier run's
+    fits, counts = fit_seconds_by_kind(records, since="2026-01-01T00:00:00")
+    assert fits == {"speaker_folds: deep": 101.0, "speaker_folds: classical": 3.0,
+                    "speaker_folds: votes over stored predictions": 0.0}
+    assert counts["speaker_folds: deep"] == 1 and counts["speaker_folds: votes over stored predictions"] == 1

@@ -5,7 +5,8 @@
 Give an empty results folder to time a fresh run (an existing one resumes). Prints the wall time,
 the time spent extracting features, writing the leaderboards and refitting the saved models,
 and for the fits the summed fit + predict seconds per (protocol, kind of row); with N jobs
-the fits' wall time is about their sum divided by N.
+the fits' wall time is about their sum divided by N. Votes over stored predictions train nothing
+and count 0 s here (the leaderboard's fit s/fold for a vote is its members' summed time).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from bench import runner
 from bench.records import RecordStore
 from bench.suite import load_suite
+from bench.votes import is_vote
 
 
 @contextmanager
@@ -38,6 +40,31 @@ def _timed(module, name: str, totals: dict, stage: str):
         yield
     finally:
         setattr(module, name, original)
+
+
+def fit_seconds_by_kind(records: list[dict], since: str = "") -> tuple[dict[str, float], dict[str, int]]:
+    """Summed fit + predict (+ tuning) seconds and the fit count per (protocol, kind of row), over the
+    records finished at or after `since`. A vote over stored predictions trains nothing: its recorded
+    fit seconds are its members' (the leaderboard shows that cost), so here it counts 0 s."""
+    fits: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for record in records:
+        if record.get("finished_at", "") < since:
+            continue  # written by an earlier run
+        variant = record.get("variant") or {}
+        kind = ("tuned " if variant.get("tuned") else "") + record.get("family", "?")
+        vote = is_vote(record["model"])
+        if vote:
+            kind = "votes over stored predictions"
+        elif record.get("target", "emotion") != "emotion":
+            kind += f" ({record['target']})"
+        elif variant and not variant.get("tuned"):
+            kind += f" ({json.dumps(variant, sort_keys=True)})"
+        key = f"{record['protocol']}: {kind}"
+        counts[key] += 1
+        fits[key] += 0.0 if vote else (record["fit_seconds"] + record["predict_seconds"]
+                                       + (record.get("tuning") or {}).get("seconds", 0))
+    return fits, counts
 
 
 def main() -> None:
@@ -60,20 +87,8 @@ def main() -> None:
             _timed(runner, "_save_best_models", stages, "refit and save best models"):
         summary = runner.run_suite(options)
     wall = time.perf_counter() - start
-    fits: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    for record in RecordStore(summary.folder).load():
-        if record.get("finished_at", "") < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started_at)):
-            continue  # written by an earlier run
-        variant = record.get("variant") or {}
-        kind = ("tuned " if variant.get("tuned") else "") + record.get("family", "?")
-        if record.get("target", "emotion") != "emotion":
-            kind += f" ({record['target']})"
-        elif variant and not variant.get("tuned"):
-            kind += f" ({json.dumps(variant, sort_keys=True)})"
-        key = f"{record['protocol']}: {kind}"
-        fits[key] += record["fit_seconds"] + record["predict_seconds"] + (record.get("tuning") or {}).get("seconds", 0)
-        counts[key] += 1
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started_at))
+    fits, counts = fit_seconds_by_kind(RecordStore(summary.folder).load(), since)
     print(f"suite {suite.name}: {summary.trained} fits, {summary.reused} reused; wall time {wall / 60:.1f} min "
           f"with {args.jobs} jobs")
     for stage, seconds in stages.items():
