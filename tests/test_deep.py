@@ -153,7 +153,7 @@ def test_compiled_program_cache_location(monkeypatch, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(blocker / "xla"))
-    monkeypatch.setattr(deep, "_compilation_cache_checked", False)
+    deep._use_compilation_cache.cache_clear()
     before = jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", None)
     try:

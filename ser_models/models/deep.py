@@ -10,6 +10,7 @@ masks on training batches only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -31,7 +32,6 @@ N_MELS_IN_FRAMES = 64  # frame matrices start with the log-mel bands (see Featur
 
 XLA_CACHE_MAX_BYTES = 1 << 30  # beyond this the least recently used compiled programs are dropped
 XLA_CACHE_ENV = "SER_BENCH_XLA_CACHE"
-_compilation_cache_checked = False  # the location is read and checked once per process
 
 
 def xla_cache_dir() -> Path | None:
@@ -43,15 +43,12 @@ def xla_cache_dir() -> Path | None:
     return default_cache_dir() / "xla"
 
 
+@functools.cache  # once per process: an unwritable folder warns once, not at every fit
 def _use_compilation_cache() -> None:
     """Each fit builds a new network, and JAX would compile its ~15 programs (training step, validation
     step, the last short batch, initialisers) again for every fold and seed. The persistent cache reuses
     the compiled programs wherever the shapes match: across fits, folds, worker processes and runs.
     A cached program is the same machine code, so predictions are bit-identical."""
-    global _compilation_cache_checked
-    if _compilation_cache_checked:  # once per process: an unwritable folder warns once, not at every fit
-        return
-    _compilation_cache_checked = True
     import jax
 
     if jax.config.jax_compilation_cache_dir:  # the user's own JAX_COMPILATION_CACHE_DIR wins
