@@ -1,5 +1,6 @@
 """Training-recipe switches of the deep models: mixup, label smoothing, cosine schedule, weight averaging,
-per-utterance normalisation. Each touches training batches only, and the averaged weights are the ones used."""
+per-utterance normalisation, statistics and attention pooling.
+Each touches training batches only, and the averaged weights are the ones used."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ LABELS = np.array(["angry", "neutral", "sad"])[np.arange(N) % 3]
 SPEAKERS = np.array([f"toy:{i % 12:02d}" for i in range(N)])
 SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
 RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 1, "averaging": "swa",
-          "average_epochs": 2, "utterance_norm": True}
+          "average_epochs": 2, "utterance_norm": True, "pooling": "mean_std_max"}
 
 
 def toy_frames(seed: int = 0):
@@ -131,3 +132,43 @@ def test_same_seed_same_predictions_with_every_switch_on_cpu():
 def test_unknown_schedule_is_a_clear_error():
     with pytest.raises(ValueError, match="schedule must be one of"):
         get_model("cnn", seed=0, **SMALL, schedule="onecycle").fit(toy_frames()[:30], LABELS[:30])
+
+
+def test_statistics_pooling_reads_real_frames_only():
+    keras = keras_module()
+    rng = np.random.default_rng(3)
+    lengths = np.array([7, 3, 10])
+    mask = (np.arange(10)[None] < lengths[:, None]).astype(np.float32)
+    x = rng.normal(size=(3, 10, 4)).astype(np.float32) * 5  # padding filled with large values on purpose
+    pooled = np.asarray(deep._pool(keras, x, mask, "mean_std_max"))
+    assert pooled.shape == (3, 12)
+    for row, length in enumerate(lengths):
+        real = x[row, :length]
+        expected = np.concatenate([real.mean(axis=0), real.std(axis=0), real.max(axis=0)])
+        np.testing.assert_allclose(pooled[row], expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(deep._pool(keras, x, mask, "mean_max")),
+                               np.delete(pooled, np.s_[4:8], axis=1), rtol=1e-6)
+
+
+def test_pooling_switch_is_refused_where_a_network_has_no_frame_statistics():
+    x = toy_frames()
+    with pytest.raises(ValueError, match="does not pool frame statistics"):
+        get_model("transformer", seed=0, **SMALL, pooling="mean_std_max").fit(x[:30], LABELS[:30])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        get_model("cnn", seed=0, **SMALL, pooling="median").fit(x[:30], LABELS[:30])
+
+
+def test_attention_pooling_gives_padding_no_weight():
+    keras = keras_module()
+    rng = np.random.default_rng(4)
+    mask = (np.arange(10)[None] < np.array([6, 2])[:, None]).astype(np.float32)
+    x = rng.normal(size=(2, 10, 4)).astype(np.float32)
+    changed = np.where(mask[:, :, None] == 1, x, 100.0).astype(np.float32)  # padding rewritten, real frames kept
+
+    def pooled(values, frame_mask):
+        keras.utils.set_random_seed(0)  # the same scoring layer weights for each call
+        return np.asarray(deep._pool(keras, values, frame_mask, "attention_max"))
+
+    np.testing.assert_allclose(pooled(x, mask), pooled(changed, mask), rtol=1e-6)
+    assert not np.allclose(pooled(x, mask), pooled(x, np.ones_like(mask)))  # with the padding counted, it differs
+    assert pooled(x, mask).shape == (2, 8)

@@ -67,6 +67,9 @@ VARIANTS: dict[str, dict] = {
     "cosine": {"schedule": "cosine", "warmup_epochs": 2},
     "swa": {"averaging": "swa", "average_epochs": 5},
     "utterance_norm": {"utterance_norm": True},
+    "stats_pooling": {"pooling": "mean_std_max"},
+    "attention_pooling": {"pooling": "attention_max"},
+    "monitor_loss": {"monitor": "val_loss"},
     "all": {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 2, "averaging": "swa",
             "average_epochs": 5, "utterance_norm": True},
     # cnn2d diagnosis, first candidates (on cnn2d version 3, which underfit)

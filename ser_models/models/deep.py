@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -122,6 +123,30 @@ def _masked_max(keras, x, mask):
     return ops.max(x + (ops.expand_dims(mask, -1) - 1.0) * 1e4, axis=1)
 
 
+def _masked_std(keras, x, mask):
+    ops = keras.ops
+    deviation = x - ops.expand_dims(_masked_mean(keras, x, mask), 1)
+    return ops.sqrt(_masked_mean(keras, deviation * deviation, mask) + 1e-6)  # the epsilon keeps the gradient finite
+
+
+def _attentive_mean(keras, x, mask):
+    """A mean over the real frames weighted by a learned score per frame (softmax over time)."""
+    ops = keras.ops
+    scores = ops.squeeze(keras.layers.Dense(1)(x), -1) + (mask - 1.0) * 1e9
+    return ops.sum(x * ops.expand_dims(ops.softmax(scores, axis=-1), -1), axis=1)
+
+
+# Pooling over the real frames of a sequence, by name: mean and max (the default); mean, standard deviation
+# and max, as in x-vector statistics pooling (the spread of pitch and energy over time carries arousal);
+# or an attention-weighted mean and max (the frames that carry the emotion weigh more).
+POOLINGS = {"mean_max": (_masked_mean, _masked_max), "mean_std_max": (_masked_mean, _masked_std, _masked_max),
+            "attention_max": (_attentive_mean, _masked_max)}
+
+
+def _pool(keras, x, mask, pooling: str):
+    return keras.layers.Concatenate()([statistic(keras, x, mask) for statistic in POOLINGS[pooling]])
+
+
 def _downsample(keras, x, mask, factor: int = 2):
     x = keras.layers.MaxPooling1D(factor, padding="same")(x)
     mask = keras.ops.squeeze(keras.layers.MaxPooling1D(factor, padding="same")(keras.ops.expand_dims(mask, -1)), -1)
@@ -148,16 +173,16 @@ def build_mlp(keras, inputs, n_classes, width, dropout):
     return _head(keras, x, n_classes, width, dropout)
 
 
-def build_cnn(keras, inputs, n_classes, width, dropout):
+def build_cnn(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
     frames, mask = inputs
     x, m = frames, mask
     for filters in (width, 2 * width, 2 * width):
         x, m = _conv_block(keras, x, m, filters)
-    pooled = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
+    pooled = _pool(keras, x, m, pooling)
     return _head(keras, pooled, n_classes, width, dropout)
 
 
-def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None):
+def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None, pooling="mean_max"):
     frames, mask = inputs
     ops = keras.ops
     x = ops.expand_dims(frames[:, :, :N_MELS_IN_FRAMES], -1)  # (batch, time, mel, 1)
@@ -172,24 +197,24 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
         x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
     x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))  # (batch, time, freq x filters)
-    pooled = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
+    pooled = _pool(keras, x, m, pooling)
     # A head as wide as the last filters (4 x width): a 16-wide one under dropout could not fit the training set.
     return _head(keras, pooled, n_classes, head_width or 4 * width, dropout)
 
 
-def build_fusion(keras, inputs, n_classes, width, dropout):
+def build_fusion(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
     """SER-FusionNet style: a small CNN learns from the frames; its pooled output joins the utterance statistics."""
     frames, mask, utterance = inputs
     x, m = frames, mask
     for filters in (width, width):
         x, m = _conv_block(keras, x, m, filters)
-    learned = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
+    learned = _pool(keras, x, m, pooling)
     statistics = keras.layers.Dense(2 * width, activation="relu")(keras.layers.Dropout(dropout / 2)(utterance))
     return _head(keras, keras.layers.Concatenate()([learned, statistics]), n_classes, width, dropout)
 
 
 def _recurrent(layer_name: str, bidirectional: bool = False, conv_front: bool = False):
-    def build(keras, inputs, n_classes, width, dropout):
+    def build(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
         frames, mask = inputs
         x, m = frames, mask
         if conv_front:
@@ -202,7 +227,7 @@ def _recurrent(layer_name: str, bidirectional: bool = False, conv_front: bool = 
         if bidirectional:
             layer = keras.layers.Bidirectional(layer)
         x = layer(x, mask=keras.ops.cast(m, "bool"))
-        pooled = keras.layers.Concatenate()([_masked_mean(keras, x, m), _masked_max(keras, x, m)])
+        pooled = _pool(keras, x, m, pooling)
         return _head(keras, pooled, n_classes, width, dropout)
 
     return build
@@ -251,6 +276,11 @@ ARCHITECTURES: dict[str, Callable] = {
     "transformer": build_transformer,
     "fusion": build_fusion,
 }
+
+
+def _pooling_architectures() -> list[str]:
+    """Architectures whose builder takes a `pooling` switch."""
+    return sorted(n for n, b in ARCHITECTURES.items() if "pooling" in inspect.signature(b).parameters)
 
 
 # ---------------------------------------------------------------- estimator
@@ -327,7 +357,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
                  refit_full=False, spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0,
                  schedule="plateau", warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False,
-                 seed=0):
+                 pooling="mean_max", seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -348,6 +378,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.averaging = averaging
         self.average_epochs = average_epochs
         self.utterance_norm = utterance_norm
+        self.pooling = pooling
         self.seed = seed
 
     # -- data plumbing
@@ -407,7 +438,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         inputs = [keras.Input(shape=shape) for shape in input_shapes]
         # Gaussian noise on the standardised first input while training (a regulariser for the small corpora).
         noisy = [keras.layers.GaussianNoise(self.input_noise)(inputs[0]), *inputs[1:]] if self.input_noise else inputs
-        outputs = ARCHITECTURES[self.architecture](keras, noisy, n_classes, self.width, self.dropout)
+        options = {} if self.pooling == "mean_max" else {"pooling": self.pooling}  # the default graph as before
+        outputs = ARCHITECTURES[self.architecture](keras, noisy, n_classes, self.width, self.dropout, **options)
         model = keras.Model(inputs, outputs, name=self.architecture)
         optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing) if self._one_hot()
@@ -459,6 +491,11 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if self.schedule not in SCHEDULES or self.averaging not in AVERAGING:
             raise ValueError(f"schedule must be one of {SCHEDULES} and averaging one of {AVERAGING}, "
                              f"got {self.schedule!r} and {self.averaging!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling != "mean_max" and self.architecture not in _pooling_architectures():
+            raise ValueError(f"{self.architecture!r} does not pool frame statistics; "
+                             f"pooling applies to {_pooling_architectures()}")
         keras = keras_module()
         keras.utils.set_random_seed(self.seed)
         self.validation_speakers_ = []
@@ -550,9 +587,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
 # Training-recipe switches, off by default (see bench/benchmarks/deep_recipe.py for their ablation):
 # mixup (Beta alpha), label smoothing, a warm-up + cosine schedule instead of halving on plateaus,
-# averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation.
+# averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation,
+# the statistics pooled over the frames (POOLINGS).
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
-                   "averaging": "none", "average_epochs": 5, "utterance_norm": False}
+                   "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max"}
 SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
 
 
