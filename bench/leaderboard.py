@@ -122,24 +122,29 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
 def bootstrap_table(group: pd.DataFrame, entries: list[str], load_predictions) -> dict[str, dict]:
     """Speaker-bootstrap CI of pooled UAR per entry and its paired p-value against the first (best) entry.
 
-    Every entry is scored on the same utterances (those all entries predicted), so the test is paired.
+    An entry run with several seeds is scored by its mean over seeds, like its row. Every entry and
+    seed is scored on the same utterances (those all of them predicted), so the test is paired.
     """
     tables = {}
     for entry in entries:
-        predictions = _best_predictions(group, entry, load_predictions)
-        if predictions is None:
-            return {}
-        # Paths are relative to each corpus folder: with the corpus-prefixed speaker they name one utterance.
-        predictions = predictions.assign(utterance=predictions["speaker"] + "/" + predictions["path"])
-        tables[entry] = predictions.drop_duplicates("utterance").set_index("utterance")
+        rows = group[group["entry"] == entry]
+        for seed in sorted(rows["seed"].unique()):
+            predictions = _predictions(rows[rows["seed"] == seed], load_predictions)
+            if predictions is None:
+                return {}
+            # Paths are relative to each corpus folder: with the corpus-prefixed speaker they name one utterance.
+            predictions = predictions.assign(utterance=predictions["speaker"] + "/" + predictions["path"])
+            tables[entry, seed] = predictions.drop_duplicates("utterance").set_index("utterance")
     common = sorted(set.intersection(*(set(t.index) for t in tables.values())))
     if not common:
         return {}
     labels = list(group.iloc[0]["labels"])
-    confusions = {}
-    for entry, table in tables.items():
+    per_seed: dict[str, list[np.ndarray]] = {}
+    for (entry, _), table in tables.items():
         rows = table.loc[common]
-        _, confusions[entry] = speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)
+        per_seed.setdefault(entry, []).append(
+            speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)[1])
+    confusions = {entry: np.stack(stacks) for entry, stacks in per_seed.items()}
     return speaker_bootstrap(confusions, reference=entries[0], seed=BOOTSTRAP_SEED)
 
 
@@ -265,12 +270,18 @@ def per_speaker_section(corpus: str, protocol: str, model: str, predictions: pd.
     ])
 
 
-def _best_predictions(group: pd.DataFrame, entry: str, load_predictions) -> pd.DataFrame | None:
-    rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
+def _predictions(rows: pd.DataFrame, load_predictions) -> pd.DataFrame | None:
+    """The stored out-of-fold predictions of these records, concatenated; None when one cannot be read."""
     try:
         return pd.concat([load_predictions(key) for key in rows["config_hash"]], ignore_index=True)
     except (OSError, ValueError, EOFError):
         return None
+
+
+def _best_predictions(group: pd.DataFrame, entry: str, load_predictions) -> pd.DataFrame | None:
+    """An entry's out-of-fold predictions from its first seed."""
+    rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
+    return _predictions(rows, load_predictions)
 
 
 def _tables(frame: pd.DataFrame):
@@ -307,7 +318,7 @@ def render_leaderboard(
         "present in a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier "
         "when folds hold few speakers or lack some classes. A row run with several seeds shows the mean over seeds of "
         "its mean over folds, the std over folds (averaged over seeds) and the std over seeds of the fold mean; "
-        "its CI and p-value use the first seed's predictions. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
+        "its CI and p-value are those of its mean over seeds. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
         "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR comes from "
         f"resampling test speakers (not utterances) with replacement; 'p vs best' is the paired bootstrap "
         f"p-value of the difference to the top row on the same utterances (* : p < {SIGNIFICANCE}). Built from "

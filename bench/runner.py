@@ -630,7 +630,11 @@ def run_suite(options: RunOptions) -> RunSummary:
         with _backend(options), warnings.catch_warnings():  # results consumed inside: the client stays open
             # loky restarts workers whose memory grew (JAX caches) between jobs; a job lost that way raises.
             warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
-            outcomes = Parallel(n_jobs=-1 if options.scheduler else options.jobs, return_as="generator")(calls)
+            # No memory-mapping of the inputs: joblib writes every job's arrays to a new file in /dev/shm and keeps
+            # it for the whole call, which grew to 19 GiB over the 144 frame-model fits of RAVDESS and was killed
+            # for memory. Pickled to the worker instead: a copy per job, freed with it.
+            outcomes = Parallel(n_jobs=-1 if options.scheduler else options.jobs, return_as="generator",
+                                max_nbytes=None)(calls)
             finished = 0
             try:
                 for job, outcome in zip(jobs, outcomes, strict=True):

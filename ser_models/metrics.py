@@ -97,22 +97,24 @@ def speaker_bootstrap(confusions: dict[str, np.ndarray], *, reference: str, n_re
                       seed: int = 0) -> dict[str, dict]:
     """95 % bootstrap CI of pooled UAR per model, resampling speakers (not utterances), and a paired test.
 
-    `confusions` maps each model to its per-speaker confusions (same speakers, same order). Every
-    resample draws speakers with replacement and scores all models on the same draw, so the
-    difference to `reference` is paired; `p_vs_reference` is the two-sided bootstrap p-value of
-    that difference being zero.
+    `confusions` maps each model to its per-speaker confusions, (n_speakers, L, L), or to one such
+    stack per training seed, (n_seeds, n_speakers, L, L), whose score is the mean over seeds of the
+    pooled UAR (same speakers, same order throughout). Every resample draws speakers with
+    replacement and scores all models and seeds on the same draw, so the difference to `reference`
+    is paired; `p_vs_reference` is the two-sided bootstrap p-value of that difference being zero.
     """
-    n_speakers = next(iter(confusions.values())).shape[0]
+    confusions = {model: c if c.ndim == 4 else c[None] for model, c in confusions.items()}
+    n_speakers = next(iter(confusions.values())).shape[1]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_speakers, size=(n_resamples, n_speakers))
     weights = np.zeros((n_resamples, n_speakers))
     np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1)
-    scores = {model: _uar_of(np.einsum("bs,slm->blm", weights, c)) for model, c in confusions.items()}
+    scores = {model: _uar_of(np.einsum("bs,kslm->bklm", weights, c)).mean(axis=1) for model, c in confusions.items()}
     result = {}
     for model, values in scores.items():
         difference = scores[reference] - values
         p = 1.0 if model == reference else float(min(1.0, 2 * min((difference <= 0).mean(), (difference >= 0).mean())))
-        result[model] = {"uar": float(_uar_of(confusions[model].sum(axis=0))),
+        result[model] = {"uar": float(_uar_of(confusions[model].sum(axis=1)).mean()),
                          "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
                          "p_vs_reference": p}
     return result

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import runner
 from bench.cli import main
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
@@ -81,8 +82,16 @@ def test_report_rebuilds_the_same_leaderboard_from_records(tiny_run):
     assert "per-speaker results of `" in markdown and "macro AUC" in markdown
 
 
-def test_smoke_suite_is_learnable_but_not_trivial(tmp_path):
+def test_smoke_suite_is_learnable_but_not_trivial(tmp_path, monkeypatch):
     """The embedded corpus: baselines well above chance (0.2) under speaker folds, nobody perfect."""
+    settings = []
+
+    class Recording(runner.Parallel):  # the jobs' inputs are sent, not memory-mapped (a file per job filled RAM)
+        def __init__(self, *args, **kwargs):
+            settings.append(kwargs.get("max_nbytes", "default"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "Parallel", Recording)
     options = RunOptions(suite=load_suite("smoke"), models=("logreg", "random_forest"), results_dir=tmp_path / "r",
                          cache_dir=tmp_path / "c", jobs=2, progress=False)
     summary = run_suite(options)
@@ -91,6 +100,7 @@ def test_smoke_suite_is_learnable_but_not_trivial(tmp_path):
     uar = frame.groupby("model")["uar"].mean()
     assert (uar > 0.45).all(), uar
     assert (uar < 0.95).all(), uar
+    assert settings and all(value is None for value in settings)
 
 
 def test_found_corpora_need_a_data_root(tmp_path):

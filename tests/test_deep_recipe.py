@@ -1,5 +1,5 @@
 """Training-recipe switches of the deep models: mixup, label smoothing, cosine schedule, weight averaging,
-per-utterance normalisation, statistics and attention pooling.
+per-utterance normalisation, statistics and attention pooling, coarser time steps.
 Each touches training batches only, and the averaged weights are the ones used."""
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def test_mixup_and_masks_touch_training_batches_only(monkeypatch):
     frames = toy_frames()
     test_rows = np.flatnonzero(frames.lengths == 56)  # a length only these rows have
     train_rows = np.setdiff1d(np.arange(N), test_rows)
-    model = get_model("cnn", seed=0, **SMALL, mixup=0.4).fit(frames[train_rows], LABELS[train_rows],
-                                                             groups=SPEAKERS[train_rows])
+    # 10 ms steps (frame_pool 1), so that a batch row's step count is its utterance's frame count
+    model = get_model("cnn", seed=0, **SMALL, mixup=0.4, frame_pool=1).fit(frames[train_rows], LABELS[train_rows],
+                                                                           groups=SPEAKERS[train_rows])
     calls["predict"] = True
     model.predict_proba(frames[test_rows])
     assert seen and 56 not in seen and calls["during_predict"] == 0
@@ -148,6 +149,29 @@ def test_statistics_pooling_reads_real_frames_only():
         np.testing.assert_allclose(pooled[row], expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(np.asarray(deep._pool(keras, x, mask, "mean_max")),
                                np.delete(pooled, np.s_[4:8], axis=1), rtol=1e-6)
+
+
+def test_coarser_time_steps_average_real_frames_only():
+    rng = np.random.default_rng(5)
+    lengths = np.array([7, 2, 9])
+    mask = (np.arange(9)[None] < lengths[:, None]).astype(np.float32)
+    values = rng.normal(size=(3, 9, 4)).astype(np.float32) * 5  # padding filled on purpose
+    pooled, steps = deep.pool_frames(values, mask, 2)
+    assert pooled.shape == (3, 5, 4) and steps.shape == (3, 5)  # 9 frames: the last step holds one
+    np.testing.assert_array_equal(steps.sum(axis=1), np.ceil(lengths / 2))
+    for row, length in enumerate(lengths):
+        for step in range(5):
+            real = values[row, 2 * step:min(2 * step + 2, length)]
+            expected = real.mean(axis=0) if len(real) else np.zeros(4)
+            np.testing.assert_allclose(pooled[row, step], expected, rtol=1e-5, atol=1e-6)
+    same, same_mask = deep.pool_frames(values, mask, 1)
+    np.testing.assert_array_equal(same, values * mask[:, :, None])
+    np.testing.assert_array_equal(same_mask, mask)
+    assert model_spec("lstm").defaults["frame_pool"] == 2 and "frame_pool" not in model_spec("mlp").defaults
+    model = get_model("lstm", seed=0, **SMALL).fit(toy_frames()[:36], LABELS[:36])
+    assert model.input_shapes_[0] == (32, 161)  # 64 padded frames in 32 steps
+    assert get_model("lstm", seed=0, **SMALL, frame_pool=1).fit(toy_frames()[:36], LABELS[:36]).input_shapes_[0] == (
+        64, 161)
 
 
 def test_pooling_switch_is_refused_where_a_network_has_no_frame_statistics():

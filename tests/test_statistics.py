@@ -53,3 +53,17 @@ def test_same_predictions_are_not_significantly_different():
     _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
     result = speaker_bootstrap({"best": confusions, "copy": confusions.copy()}, reference="best")
     assert result["copy"]["p_vs_reference"] == 1.0
+
+
+def test_several_seeds_are_scored_by_their_mean_on_each_draw():
+    """A (seeds, speakers, L, L) stack is scored by the mean over seeds: its interval holds that mean,
+    not the first seed's score."""
+    truth, _, speakers = _predictions(12, 10, [1.0] * 12)
+    _, perfect = speaker_confusions(truth, truth, speakers, LABELS)
+    _, guess = speaker_confusions(truth, _predictions(12, 10, [0.5] * 12, seed=3)[1], speakers, LABELS)
+    seeds = np.stack([perfect, guess])
+    stats = speaker_bootstrap({"seeds": seeds, "perfect": perfect}, reference="perfect")["seeds"]
+    guess_uar = speaker_bootstrap({"g": guess}, reference="g")["g"]["uar"]
+    assert stats["uar"] == pytest.approx((1.0 + guess_uar) / 2)
+    assert stats["ci_low"] < stats["uar"] < stats["ci_high"] < 1.0
+    assert stats["p_vs_reference"] < 0.05

@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict] = {
     "stats_pooling": {"pooling": "mean_std_max"},
     "attention_pooling": {"pooling": "attention_max"},
     "monitor_loss": {"monitor": "val_loss"},
+    "frame_pool_2": {"frame_pool": 2},  # registered since this ablation: "frame_pool_1" is the recipe before it
+    "frame_pool_1": {"frame_pool": 1},
     "all": {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 2, "averaging": "swa",
             "average_epochs": 5, "utterance_norm": True},
     # cnn2d diagnosis, first candidates (on cnn2d version 3, which underfit)

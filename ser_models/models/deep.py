@@ -147,6 +147,20 @@ def _pool(keras, x, mask, pooling: str):
     return keras.layers.Concatenate()([statistic(keras, x, mask) for statistic in POOLINGS[pooling]])
 
 
+def pool_frames(values: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coarser time steps: each run of `factor` frames becomes the mean of its real frames (padding is zeroed);
+    a step is real when any of its frames is. `factor` 1 returns the frames masked as they are."""
+    if factor <= 1:
+        return values * mask[:, :, None], mask
+    n, steps, dims = values.shape
+    extra = -steps % factor
+    values = np.pad(values * mask[:, :, None], ((0, 0), (0, extra), (0, 0)))
+    mask = np.pad(mask, ((0, 0), (0, extra)))
+    counts = mask.reshape(n, -1, factor).sum(axis=2)
+    pooled = values.reshape(n, -1, factor, dims).sum(axis=2) / np.maximum(counts, 1.0)[:, :, None]
+    return pooled.astype(np.float32), (counts > 0).astype(np.float32)
+
+
 def _downsample(keras, x, mask, factor: int = 2):
     x = keras.layers.MaxPooling1D(factor, padding="same")(x)
     mask = keras.ops.squeeze(keras.layers.MaxPooling1D(factor, padding="same")(keras.ops.expand_dims(mask, -1)), -1)
@@ -357,7 +371,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
                  refit_full=False, spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0,
                  schedule="plateau", warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False,
-                 pooling="mean_max", seed=0):
+                 pooling="mean_max", frame_pool=1, seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -379,6 +393,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.average_epochs = average_epochs
         self.utterance_norm = utterance_norm
         self.pooling = pooling
+        self.frame_pool = frame_pool
         self.seed = seed
 
     # -- data plumbing
@@ -396,8 +411,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     def _arrays(self, X) -> list[np.ndarray]:
         if isinstance(X, FrameBatch):
             values = (self._frame_values(X) - self.mean_) / self.scale_
-            mask = X.mask()
-            arrays = [values * mask[:, :, None], mask]
+            arrays = list(pool_frames(values, X.mask(), self.frame_pool))
             if X.utterance is not None:  # fusion: the utterance statistics, scaled by training rows too
                 vectors = np.asarray(X.utterance, dtype=np.float32)
                 arrays.append((vectors - self.utterance_mean_) / self.utterance_scale_)
@@ -592,13 +606,17 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max"}
 SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
+# Every network reading frames sees 20 ms steps (2 frames averaged, `pool_frames`). Against 10 ms steps, on inner
+# folds (outer folds 0 and 1, seeds 0 and 1) of RAVDESS: mean change -0.003 UAR over the 7 frame models (each
+# within +-0.03) at a quarter to a third of the fit time; URDU: +0.038; fusion on RAVDESS -0.002, a third the time.
+FRAME_STEPS = {"frames": {"frame_pool": 2}, "fusion": {"frame_pool": 2}}
 
 
 def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
     # Sized for the 2-core CPU: a RAVDESS fold (1,200 training utterances) in about a minute or two.
     params = {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "width": 64, "dropout": 0.3, "patience": 8,
               "monitor": "val_accuracy", "weight_decay": 1e-4, "validation_speakers": 0.15, "refit_full": False,
-              "spec_augment": input in ("frames", "fusion"), "input_noise": 0.0} | defaults
+              "spec_augment": input in ("frames", "fusion"), "input_noise": 0.0} | FRAME_STEPS.get(input, {}) | defaults
 
     def factory(*, seed: int, **kwargs) -> DeepClassifier:
         return DeepClassifier(architecture=name, seed=seed, **kwargs)
@@ -612,7 +630,7 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 
     register_model(name, family="deep", input=input, description=description, defaults=params,
                    search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"),
-                   version=version, optional=RECIPE_SWITCHES)(factory)
+                   version=version, optional={k: v for k, v in RECIPE_SWITCHES.items() if k not in params})(factory)
 
 
 # The MLP is cheap, so it can afford a second pass: validation speakers pick the epoch
