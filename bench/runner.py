@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import logging
 import os
 import re
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from ser_models.feature_cache import FeatureSet, default_cache_dir, extract_feat
 from ser_models.features import FeatureSpec
 from ser_models.metrics import classification_metrics, roc_auc
 from ser_models.models import model_names, model_spec
+from ser_models.models.cpu_threads import request_xla_threads, xla_threads
 from ser_models.models.deep import XLA_CACHE_ENV
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import (
@@ -54,7 +57,10 @@ class BenchError(RuntimeError):
 
 
 def select_device(device: str) -> None:
-    """Point JAX (in this process and the worker processes it starts) at the CPU or a GPU."""
+    """Point JAX (in this process and the worker processes it starts) at the CPU or a GPU. On the CPU each deep fit
+    gets one XLA thread, and each worker process a core of its own while one is free (ser_models.models.cpu_threads)."""
+    if device != "gpu":
+        request_xla_threads(1, Path(tempfile.gettempdir()) / f"ser-bench-cpu-slots-{getpass.getuser()}")
     if device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
     elif device == "gpu":
@@ -191,8 +197,9 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
     predicted = estimator.predict(x_test)
     probabilities = estimator.predict_proba(x_test)
     predict_seconds = time.perf_counter() - start
+    threads = xla_threads() if spec.family != "classical" else None
     return {"predicted": np.asarray(predicted), "probabilities": probabilities,
-            "classes": [str(c) for c in estimator.classes_],
+            "classes": [str(c) for c in estimator.classes_], "xla_threads": threads,
             "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
             "validation_speakers": list(getattr(estimator, "validation_speakers_", [])),
             "inner_speakers": (tuned.inner_speakers if tuned else []) + list(getattr(estimator, "inner_speakers_", [])),
@@ -484,6 +491,7 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
         **({"tuning": outcome["tuning"]} if outcome["tuning"] else {}),
         **({"ensemble": outcome["ensemble"]} if outcome["ensemble"] else {}),
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
+        **({"xla_threads": outcome["xla_threads"]} if outcome.get("xla_threads") else {}),
         "params": job.params, "model_version": model_spec(job.model).version,
         "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
         "augment": [asdict(a) for a in options.suite.augment],

@@ -74,7 +74,9 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     args = parser.parse_args()
+    runner.select_device(args.device)  # as `bench run` does: one XLA thread per deep fit on the CPU
     suite = load_suite(args.suite)
     options = runner.RunOptions(suite=suite, data_root=args.data_root, jobs=args.jobs, results_dir=args.results_dir,
                                 cache_dir=args.cache_dir or runner.default_cache_dir(), progress=False)

@@ -23,6 +23,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 
 from ser_models.feature_cache import default_cache_dir
+from ser_models.models.cpu_threads import limit_xla_threads
 from ser_models.models.frames import FrameBatch
 from ser_models.models.registry import register_model
 from ser_models.protocols import assert_speaker_disjoint
@@ -100,6 +101,7 @@ def keras_module():
     """Import Keras on the JAX backend (set here, so users never need KERAS_BACKEND)."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     _use_compilation_cache()
+    limit_xla_threads()
     import keras
 
     if keras.backend.backend() != "jax":
