@@ -60,7 +60,10 @@ def select_device(device: str) -> None:
     """Point JAX (in this process and the worker processes it starts) at the CPU or a GPU. On the CPU each deep fit
     gets one XLA thread, and each worker process a core of its own while one is free (ser_models.models.cpu_threads)."""
     if device != "gpu":
-        request_xla_threads(1, Path(tempfile.gettempdir()) / f"ser-bench-cpu-slots-{getpass.getuser()}")
+        try:
+            request_xla_threads(1, Path(tempfile.gettempdir()) / f"ser-bench-cpu-slots-{getpass.getuser()}")
+        except ValueError as error:
+            raise BenchError(str(error)) from None
     if device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
     elif device == "gpu":

@@ -33,6 +33,7 @@ def request_xla_threads(threads: int = 1, slots: Path | None = None) -> None:
     """Ask every deep fit of this process and the worker processes it starts to use `threads` XLA CPU threads
     (a user's own SER_BENCH_XLA_THREADS wins), with worker processes pinned to free core slots from `slots`."""
     os.environ.setdefault(THREADS_ENV, str(threads))
+    _threads_setting()  # a bad setting fails here, not in every worker
     os.environ[MAIN_PID_ENV] = str(os.getpid())
     if slots is not None:
         try:
@@ -55,10 +56,7 @@ def limit_xla_threads() -> None:
         log.debug("JAX's backend started before the thread limit; XLA keeps its own pool")
         _pool_threads = len(os.sched_getaffinity(0))
         return
-    try:
-        threads = int(os.environ.get(THREADS_ENV) or 0)
-    except ValueError:
-        raise ValueError(f"{THREADS_ENV} must be a number of threads, not {os.environ[THREADS_ENV]!r}") from None
+    threads = _threads_setting()
     if not hasattr(os, "sched_setaffinity"):  # not Linux: XLA keeps its own pool
         jax.devices()
         _pool_threads = os.cpu_count()
@@ -82,6 +80,13 @@ def limit_xla_threads() -> None:
 def xla_threads() -> int | None:
     """Threads in this process' XLA CPU pool; None when no deep model has run in it."""
     return _pool_threads
+
+
+def _threads_setting() -> int:
+    setting = os.environ.get(THREADS_ENV) or "0"
+    if not setting.isdigit():
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads (0: XLA's default), not {setting!r}")
+    return int(setting)
 
 
 def _claim_slot(threads: int, allowed: list[int]) -> list[int] | None:
