@@ -52,17 +52,11 @@ def limit_xla_threads() -> None:
     import jax
     from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():  # too late to size the pool: it has as many threads as cores
-        log.debug("JAX's backend started before the thread limit; XLA keeps its own pool")
-        _pool_threads = len(os.sched_getaffinity(0))
-        return
+    linux = hasattr(os, "sched_setaffinity")
+    allowed = sorted(os.sched_getaffinity(0)) if linux else list(range(os.cpu_count() or 1))
     threads = _threads_setting()
-    if not hasattr(os, "sched_setaffinity"):  # not Linux: XLA keeps its own pool
-        jax.devices()
-        _pool_threads = os.cpu_count()
-        return
-    allowed = sorted(os.sched_getaffinity(0))
-    if threads <= 0 or threads >= len(allowed):
+    if xla_bridge.backends_are_initialized() or not linux or threads <= 0 or threads >= len(allowed):
+        # Started too early, no affinity outside Linux, or no limit asked: XLA's pool has a thread per core.
         jax.devices()
         _pool_threads = len(allowed)
         return
