@@ -4,6 +4,8 @@ Each touches training batches only, and the averaged weights are the ones used."
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -196,3 +198,42 @@ def test_attention_pooling_gives_padding_no_weight():
     np.testing.assert_allclose(pooled(x, mask), pooled(changed, mask), rtol=1e-6)
     assert not np.allclose(pooled(x, mask), pooled(x, np.ones_like(mask)))  # with the padding counted, it differs
     assert pooled(x, mask).shape == (2, 8)
+
+
+def toy_vectors(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(N, 20)) + (np.arange(N) % 3)[:, None] * 0.8
+
+
+def test_refitted_networks_are_distinct_and_predict_proba_averages_them():
+    x = toy_vectors()
+    model = get_model("mlp", seed=0, epochs=4, width=8, refit_networks=3).fit(x[:60], LABELS[:60],
+                                                                             groups=SPEAKERS[:60])
+    networks = [model.model_, *model.extra_models_]
+    assert len(networks) == 3 and model.history_["refit_epochs"]
+    first_layers = [n.get_weights()[0] for n in networks]
+    assert not np.allclose(first_layers[0], first_layers[1]) and not np.allclose(first_layers[1], first_layers[2])
+    inputs = model._arrays(x[60:])
+    each = [np.asarray(n.predict(inputs, verbose=0), dtype=np.float64) for n in networks]
+    np.testing.assert_allclose(model.predict_proba(x[60:]), np.mean(each, axis=0), rtol=1e-6)
+    assert not np.allclose(each[0], each[1])  # so the mean is not any single network's output
+    loaded = pickle.loads(pickle.dumps(model))  # every network travels with a saved model
+    np.testing.assert_allclose(loaded.predict_proba(x[60:]), model.predict_proba(x[60:]), atol=1e-6)
+
+
+def test_one_refitted_network_is_the_recipe_before_the_switch():
+    x = toy_vectors()
+    one = get_model("mlp", seed=0, epochs=4, width=8, refit_networks=1).fit(x, LABELS, groups=SPEAKERS)
+    three = get_model("mlp", seed=0, epochs=4, width=8, refit_networks=3).fit(x, LABELS, groups=SPEAKERS)
+    assert one.extra_models_ == []
+    for a, b in zip(one.model_.get_weights(), three.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the first network is the single one, on the same seed
+    assert "refit_networks" not in model_spec("cnn").resolved_params()  # other models keep their config hashes
+    assert model_spec("mlp").resolved_params()["refit_networks"] == 3
+
+
+def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
+    seeds = [{deep.network_seed(run, index) for index in range(5)} for run in range(10)]
+    assert all(len(s) == 5 for s in seeds)
+    assert all(not seeds[a] & seeds[b] for a in range(10) for b in range(a + 1, 10))
+    assert deep.network_seed(7, 0) == 7

@@ -99,6 +99,20 @@ VARIANTS: dict[str, dict] = {
     "noise_0.5": {"input_noise": 0.5},
     # a longer budget: in the committed run 41 of 126 RAVDESS frame fits (30 epochs, patience 8) ran to the cap
     "epochs_60": {"epochs": 60},
+    # mlp, second round: regularisation strength and optimiser settings
+    "weight_decay_1e-3": {"weight_decay": 1e-3},
+    "weight_decay_1e-2": {"weight_decay": 1e-2},
+    "weight_decay_5e-2": {"weight_decay": 5e-2},
+    "lr_3e-4": {"learning_rate": 3e-4},
+    "batch_64": {"batch_size": 64},
+    "batch_16": {"batch_size": 16},
+    "dropout_0.6": {"dropout": 0.6},
+    "no_refit": {"refit_full": False},
+    # after the validation pass, several networks refitted on every training speaker, their probabilities averaged
+    # (the mlp's registered count since version 2 is 3; "refit_networks_1" is version 1)
+    "refit_networks_1": {"refit_networks": 1},
+    "refit_networks_3": {"refit_networks": 3},
+    "refit_networks_5": {"refit_networks": 5},
 }
 
 
