@@ -113,6 +113,11 @@ VARIANTS: dict[str, dict] = {
     "refit_networks_1": {"refit_networks": 1},
     "refit_networks_3": {"refit_networks": 3},
     "refit_networks_5": {"refit_networks": 5},
+    # frame models: retrain on every training speaker for the chosen epoch count, and coarser (40 ms) steps
+    # that would pay for it
+    "refit_full": {"refit_full": True},
+    "frame_pool_4": {"frame_pool": 4},
+    "frame_pool_4_refit": {"frame_pool": 4, "refit_full": True},
 }
 
 
