@@ -597,7 +597,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         arrays = self._arrays(X)
         probabilities = np.mean([np.asarray(network.predict(arrays, batch_size=256, verbose=0), dtype=np.float64)
-                                 for network in [self.model_, *getattr(self, "extra_models_", [])]], axis=0)
+                                 for network in [self.model_, *self.extra_models_]], axis=0)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
@@ -661,9 +661,10 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 # The MLP is cheap, so it can afford a second pass: validation speakers pick the epoch
 # count, then it retrains on every training speaker (measured +0.02 UAR on RAVDESS).
 # Gaussian noise (0.3 of a standard deviation) on its inputs: +0.018 UAR on RAVDESS, +0.047 on URDU.
-# version 2: three networks retrained (seeds seed..seed+2), their probabilities averaged. Inner folds (all outer
-# folds, seeds 0-2): RAVDESS +0.013 (5 networks +0.018, on every fold), URDU +0.008 (5: +0.008), at 1.7x the fit
-# time (5: 2.7x, which the full suite's 120-minute budget cannot pay); see bench/benchmarks/deep_recipe.md.
+# version 2: three networks retrained (`network_seed`), their probabilities averaged. Inner folds (all outer folds,
+# seeds 0-2): RAVDESS +0.018, on every fold (5 networks +0.021); URDU -0.009 (5: -0.005; +0.008 under a first
+# seeding: inside its noise); at 1.7x the fit time (5: 2.5x, which the full suite's 120-minute budget cannot pay).
+# See bench/benchmarks/deep_recipe.md.
 _register("mlp", "multilayer perceptron on the utterance functionals", "functionals", version=2, width=128,
           dropout=0.5, epochs=100, patience=15, validation_speakers=0.2, refit_full=True, refit_networks=3,
           input_noise=0.3)
