@@ -7,27 +7,12 @@ import pickle
 
 import numpy as np
 import pytest
+from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 
 from bench.runner import compiled_programs_beside
 from ser_models.models import deep, get_model, model_names, model_spec
 from ser_models.models.deep import DeepClassifier, compile_counts
 from ser_models.models.frames import pad_frames
-
-N = 72
-LABELS = np.array(["angry", "neutral", "sad"])[np.arange(N) % 3]
-SPEAKERS = np.array([f"toy:{i % 12:02d}" for i in range(N)])
-
-
-def toy_frames(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    frames = [(rng.normal(size=(40 + i % 17, 161)) + (i % 3) * 0.8).astype(np.float16) for i in range(N)]
-    return pad_frames(frames, max_frames=64)
-
-
-def toy_vectors(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(N, 20)) + (np.arange(N) % 3)[:, None] * 0.8
-
 
 SMALL = {"epochs": 2, "width": 8, "batch_size": 16}
 

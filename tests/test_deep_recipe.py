@@ -8,23 +8,14 @@ import pickle
 
 import numpy as np
 import pytest
+from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 
 from ser_models.models import deep, get_model, model_spec
 from ser_models.models.deep import DeepClassifier, keras_module
-from ser_models.models.frames import pad_frames
 
-N = 72
-LABELS = np.array(["angry", "neutral", "sad"])[np.arange(N) % 3]
-SPEAKERS = np.array([f"toy:{i % 12:02d}" for i in range(N)])
 SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
 RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 1, "averaging": "swa",
           "average_epochs": 2, "utterance_norm": True, "pooling": "mean_std_max"}
-
-
-def toy_frames(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    frames = [(rng.normal(size=(40 + i % 17, 161)) + (i % 3) * 0.8).astype(np.float16) for i in range(N)]
-    return pad_frames(frames, max_frames=64)
 
 
 def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
@@ -198,11 +189,6 @@ def test_attention_pooling_gives_padding_no_weight():
     np.testing.assert_allclose(pooled(x, mask), pooled(changed, mask), rtol=1e-6)
     assert not np.allclose(pooled(x, mask), pooled(x, np.ones_like(mask)))  # with the padding counted, it differs
     assert pooled(x, mask).shape == (2, 8)
-
-
-def toy_vectors(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(N, 20)) + (np.arange(N) % 3)[:, None] * 0.8
 
 
 def test_refitted_networks_are_distinct_and_predict_proba_averages_them():

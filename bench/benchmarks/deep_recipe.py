@@ -118,6 +118,8 @@ VARIANTS: dict[str, dict] = {
     "refit_full": {"refit_full": True},
     "frame_pool_4": {"frame_pool": 4},
     "frame_pool_4_refit": {"frame_pool": 4, "refit_full": True},
+    # the mlp's version-2 averaging (three refitted networks) at 40 ms steps, about the registered cnn's cost
+    "frame_pool_4_refit_3": {"frame_pool": 4, "refit_full": True, "refit_networks": 3},
 }
 
 
