@@ -19,7 +19,7 @@ RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_ep
 
 
 def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
-    spec = model_spec("cnn")
+    spec = model_spec("lstm")
     assert not set(deep.RECIPE_SWITCHES) & set(spec.resolved_params())  # old rows keep their config hashes
     assert set(spec.resolved_params({"mixup": 0.2})) >= {"mixup"}  # a suite that sets one records it
     model = spec.build(seed=0, mixup=0.2)
@@ -57,9 +57,10 @@ def test_mixup_and_masks_touch_training_batches_only(monkeypatch):
     frames = toy_frames()
     test_rows = np.flatnonzero(frames.lengths == 56)  # a length only these rows have
     train_rows = np.setdiff1d(np.arange(N), test_rows)
-    # 10 ms steps (frame_pool 1), so that a batch row's step count is its utterance's frame count
-    model = get_model("cnn", seed=0, **SMALL, mixup=0.4, frame_pool=1).fit(frames[train_rows], LABELS[train_rows],
-                                                                           groups=SPEAKERS[train_rows])
+    # 10 ms steps (frame_pool 1), so that a batch row's step count is its utterance's frame count; no refit, so that
+    # the validation speakers' rows never enter a batch
+    model = get_model("cnn", seed=0, **SMALL, mixup=0.4, frame_pool=1, refit_full=False).fit(
+        frames[train_rows], LABELS[train_rows], groups=SPEAKERS[train_rows])
     calls["predict"] = True
     model.predict_proba(frames[test_rows])
     assert seen and 56 not in seen and calls["during_predict"] == 0
@@ -84,7 +85,7 @@ def test_averaged_weights_are_the_ones_predict_proba_uses(monkeypatch):
     monkeypatch.setattr(deep, "_weight_averager", recording)
     frames = toy_frames()
     model = get_model("cnn", seed=0, **{**SMALL, "epochs": 4}, averaging="swa", average_epochs=3,
-                      validation_speakers=0.0).fit(frames[:60], LABELS[:60])
+                      validation_speakers=0.0, refit_full=False).fit(frames[:60], LABELS[:60])
     assert len(recorded) == 4 and model.history_["averaged_epochs"] == [1.0, 2.0, 3.0]
     expected = [np.mean([epoch[i] for epoch in recorded[1:]], axis=0) for i in range(len(recorded[0]))]
     for used, average in zip(model.model_.get_weights(), expected, strict=True):
@@ -191,10 +192,10 @@ def test_attention_pooling_gives_padding_no_weight():
     assert pooled(x, mask).shape == (2, 8)
 
 
-def test_refitted_networks_are_distinct_and_predict_proba_averages_them():
-    x = toy_vectors()
-    model = get_model("mlp", seed=0, epochs=4, width=8, refit_networks=3).fit(x[:60], LABELS[:60],
-                                                                             groups=SPEAKERS[:60])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])  # registered with three networks (cnn: frames at 40 ms steps)
+def test_refitted_networks_are_distinct_and_predict_proba_averages_them(name):
+    x = toy_vectors() if name == "mlp" else toy_frames()
+    model = get_model(name, seed=0, epochs=4, width=8).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
     networks = [model.model_, *model.extra_models_]
     assert len(networks) == 3 and model.history_["refit_epochs"]
     first_layers = [n.get_weights()[0] for n in networks]
@@ -214,8 +215,8 @@ def test_one_refitted_network_is_the_recipe_before_the_switch():
     assert one.extra_models_ == []
     for a, b in zip(one.model_.get_weights(), three.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # the first network is the single one, on the same seed
-    assert "refit_networks" not in model_spec("cnn").resolved_params()  # other models keep their config hashes
-    assert model_spec("mlp").resolved_params()["refit_networks"] == 3
+    assert "refit_networks" not in model_spec("lstm").resolved_params()  # other models keep their config hashes
+    assert {model_spec(m).resolved_params()["refit_networks"] for m in ("mlp", "cnn", "gru")} == {3}
 
 
 def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
