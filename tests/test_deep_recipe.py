@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 
-from ser_models.models import deep, get_model, model_spec
+from ser_models.models import deep, get_model, model_names, model_spec
 from ser_models.models.deep import DeepClassifier, keras_module
 
 SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
@@ -20,7 +20,8 @@ RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_ep
 
 def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
     spec = model_spec("lstm")
-    assert not set(deep.RECIPE_SWITCHES) & set(spec.resolved_params())  # old rows keep their config hashes
+    # old rows keep their config hashes: only the switch its registration sets is recorded
+    assert set(deep.RECIPE_SWITCHES) & set(spec.resolved_params()) == {"refit_networks"}
     assert set(spec.resolved_params({"mixup": 0.2})) >= {"mixup"}  # a suite that sets one records it
     model = spec.build(seed=0, mixup=0.2)
     assert model.mixup == 0.2 and model.label_smoothing == 0.0
@@ -161,9 +162,9 @@ def test_coarser_time_steps_average_real_frames_only():
     same, same_mask = deep.pool_frames(values, mask, 1)
     np.testing.assert_array_equal(same, values * mask[:, :, None])
     np.testing.assert_array_equal(same_mask, mask)
-    assert model_spec("lstm").defaults["frame_pool"] == 2 and "frame_pool" not in model_spec("mlp").defaults
+    assert model_spec("lstm").defaults["frame_pool"] == 4 and "frame_pool" not in model_spec("mlp").defaults
     model = get_model("lstm", seed=0, **SMALL).fit(toy_frames()[:36], LABELS[:36])
-    assert model.input_shapes_[0] == (32, 161)  # 64 padded frames in 32 steps
+    assert model.input_shapes_[0] == (16, 161)  # 64 padded frames in 16 steps
     assert get_model("lstm", seed=0, **SMALL, frame_pool=1).fit(toy_frames()[:36], LABELS[:36]).input_shapes_[0] == (
         64, 161)
 
@@ -215,8 +216,7 @@ def test_one_refitted_network_is_the_recipe_before_the_switch():
     assert one.extra_models_ == []
     for a, b in zip(one.model_.get_weights(), three.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # the first network is the single one, on the same seed
-    assert "refit_networks" not in model_spec("lstm").resolved_params()  # other models keep their config hashes
-    assert {model_spec(m).resolved_params()["refit_networks"] for m in ("mlp", "cnn", "gru")} == {3}
+    assert {model_spec(m).resolved_params()["refit_networks"] for m in model_names("deep")} == {3}
 
 
 def test_runs_with_different_seeds_never_share_a_refitted_network_seed():

@@ -631,10 +631,15 @@ RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", 
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
                    "refit_networks": 1}
 SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
-# Every network reading frames sees 20 ms steps (2 frames averaged, `pool_frames`). Against 10 ms steps, on inner
-# folds (outer folds 0 and 1, seeds 0 and 1) of RAVDESS: mean change -0.003 UAR over the 7 frame models (each
-# within +-0.03) at a quarter to a third of the fit time; URDU: +0.038; fusion on RAVDESS -0.002, a third the time.
-FRAME_STEPS = {"frames": {"frame_pool": 2}, "fusion": {"frame_pool": 2}}
+# Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
+# validation speakers pick the epoch count, then three networks retrain on every training speaker and
+# `predict_proba` averages their probabilities (the mlp's recipe). Chosen on inner folds (all outer folds, seeds 0
+# and 1) against each model's earlier recipe at 20 ms steps, one network: RAVDESS +0.004 (lstm) to +0.056 (bilstm),
+# URDU +0.029 (transformer) to +0.096 (cnn2d), at 1.0x to 1.8x the fit time. 40 ms steps alone lose on 6 of 8 models
+# (mean -0.015); the averaging adds about +0.04 on top. (20 ms against 10 ms steps, earlier: -0.003 on RAVDESS, +0.038
+# on URDU, at a third of the fit time.) See bench/benchmarks/deep_recipe.md, "Averaging refitted frame models".
+FRAME_RECIPE = {"frame_pool": 4, "refit_full": True, "refit_networks": 3}
+FRAME_STEPS = {"frames": FRAME_RECIPE, "fusion": FRAME_RECIPE}
 
 
 def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
@@ -668,28 +673,25 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 _register("mlp", "multilayer perceptron on the utterance functionals", "functionals", version=2, width=128,
           dropout=0.5, epochs=100, patience=15, validation_speakers=0.2, refit_full=True, refit_networks=3,
           input_noise=0.3)
-# The mlp's averaging, for the frame models that it was checked on, at 40 ms steps to pay for it: validation speakers
-# pick the epoch count, then three networks retrain on every training speaker, their probabilities averaged. Inner
-# folds (all outer folds, seeds 0 and 1) against the registered recipe: cnn RAVDESS +0.034 (6 of 6 folds), URDU +0.059,
-# at 1.8x / 1.5x the fit time; gru RAVDESS +0.013, URDU +0.035, at 1.1x. 40 ms steps alone: cnn -0.007, gru -0.024
-# on RAVDESS; the averaging adds +0.04 on top. (bench/benchmarks/deep_recipe.md, "Averaging refitted frame models")
-AVERAGED_AT_40_MS = {"frame_pool": 4, "refit_full": True, "refit_networks": 3}
-# version 2: AVERAGED_AT_40_MS
-_register("cnn", "1-D convolutions over time on the frame features", "frames", version=2, **AVERAGED_AT_40_MS)
+# version 2: FRAME_RECIPE (40 ms steps, three refitted networks averaged; above).
+_register("cnn", "1-D convolutions over time on the frame features", "frames", version=2)
 # version 2: pooled input, per-frame layer norm, frequency flattened instead of averaged; 3: 40 ms input cells;
 # 4: a 64-wide head and dropout 0.1 (v3's 16-wide head under dropout 0.3 reached 0.26 training accuracy;
-# inner-fold UAR 0.268 -> 0.463 on RAVDESS, see bench/benchmarks/deep_recipe.py)
-_register("cnn2d", "2-D convolutions on the log-mel spectrogram", "frames", version=4, width=16, dropout=0.1)
+# inner-fold UAR 0.268 -> 0.463 on RAVDESS, see bench/benchmarks/deep_recipe.py); 5: FRAME_RECIPE.
+_register("cnn2d", "2-D convolutions on the log-mel spectrogram", "frames", version=5, width=16, dropout=0.1)
 # version 2: 128 wide. On RAVDESS inner folds (20 ms steps) width 128 gave +0.042 over all 6 outer folds (seeds 0 and 1;
 # folds 0 and 1 also seed 2: +0.056) and +0.050 on URDU's inner folds, at 3.5x the fit time; cnn_lstm gained on
 # RAVDESS but lost 0.048 on URDU, so it stays 64 wide (bench/benchmarks/deep_recipe.md, "At 20 ms steps").
-_register("lstm", "LSTM over the frame features", "frames", version=2, width=128)
+# version 3: FRAME_RECIPE; a tie on RAVDESS (+0.004, 3 of 6 folds), +0.043 on URDU, kept so that every frame model
+# trains one recipe.
+_register("lstm", "LSTM over the frame features", "frames", version=3, width=128)
 # version 2: 128 wide. On RAVDESS inner folds (outer folds 0 and 1, seeds 0 and 1) width 128 gave 0.457 against
 # 0.355 at 64 (both folds gained), at 3.8x the fit time; URDU inner folds: 0.562 against 0.571 (no gain, no loss
 # beyond its spread). Width 32 lost 0.08. (cnn: 128 gave nothing, 0.490 against 0.491.)
-# version 3: AVERAGED_AT_40_MS (above).
-_register("gru", "GRU over the frame features", "frames", version=3, width=128, **AVERAGED_AT_40_MS)
-_register("bilstm", "bidirectional LSTM over the frame features", "frames")
-_register("cnn_lstm", "convolutional front end feeding an LSTM", "frames")
-_register("transformer", "small Transformer encoder with attention pooling", "frames")
-_register("fusion", "feature fusion: CNN on the frames joined with the utterance functionals", "fusion")
+# version 3: FRAME_RECIPE.
+_register("gru", "GRU over the frame features", "frames", version=3, width=128)
+# version 2 (each): FRAME_RECIPE.
+_register("bilstm", "bidirectional LSTM over the frame features", "frames", version=2)
+_register("cnn_lstm", "convolutional front end feeding an LSTM", "frames", version=2)
+_register("transformer", "small Transformer encoder with attention pooling", "frames", version=2)
+_register("fusion", "feature fusion: CNN on the frames joined with the utterance functionals", "fusion", version=2)
