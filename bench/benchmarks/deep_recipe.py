@@ -111,6 +111,7 @@ VARIANTS: dict[str, dict] = {
     # after the validation pass, several networks refitted on every training speaker, their probabilities averaged
     # (the mlp's registered count since version 2 is 3; "refit_networks_1" is version 1)
     "refit_networks_1": {"refit_networks": 1},
+    "refit_networks_2": {"refit_networks": 2},
     "refit_networks_3": {"refit_networks": 3},
     "refit_networks_5": {"refit_networks": 5},
     # frame models: retrain on every training speaker for the chosen epoch count, and coarser (40 ms) steps
