@@ -639,14 +639,14 @@ SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
 # (mean -0.015); the averaging adds about +0.04 on top. (20 ms against 10 ms steps, earlier: -0.003 on RAVDESS, +0.038
 # on URDU, at a third of the fit time.) See bench/benchmarks/deep_recipe.md, "Averaging refitted frame models".
 FRAME_RECIPE = {"frame_pool": 4, "refit_full": True, "refit_networks": 3}
-FRAME_STEPS = {"frames": FRAME_RECIPE, "fusion": FRAME_RECIPE}
 
 
 def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
     # Sized for the 2-core CPU: a RAVDESS fold (1,200 training utterances) in about a minute or two.
+    reads_frames = input in ("frames", "fusion")
     params = {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "width": 64, "dropout": 0.3, "patience": 8,
               "monitor": "val_accuracy", "weight_decay": 1e-4, "validation_speakers": 0.15, "refit_full": False,
-              "spec_augment": input in ("frames", "fusion"), "input_noise": 0.0} | FRAME_STEPS.get(input, {}) | defaults
+              "spec_augment": reads_frames, "input_noise": 0.0} | (FRAME_RECIPE if reads_frames else {}) | defaults
 
     def factory(*, seed: int, **kwargs) -> DeepClassifier:
         return DeepClassifier(architecture=name, seed=seed, **kwargs)
