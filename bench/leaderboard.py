@@ -106,8 +106,19 @@ def _dataset_facts(group: pd.DataFrame) -> str:
     return (
         f"Classes: {', '.join(labels)}. Test utterances: {int(class_counts.sum())} ({counts}), "
         f"{len(speakers)} speakers. Chance UAR {1 / len(labels):.3f}; "
-        f"majority-class accuracy {class_counts.max() / class_counts.sum():.3f}. {folds}."
+        f"majority-class accuracy {class_counts.max() / class_counts.sum():.3f}. {folds}.{_class_coverage(one_pass)}"
     )
+
+
+def _class_coverage(one_pass: pd.DataFrame) -> str:
+    """A warning when test folds lack classes (speakers who voice only some emotions), else nothing."""
+    held = [int((np.asarray(c).sum(axis=1) > 0).sum()) for c in one_pass["confusion"]]
+    n_labels = len(one_pass.iloc[0]["labels"])
+    if min(held) == n_labels:
+        return ""
+    return (f" Test folds hold {min(held)} to {max(held)} of the {n_labels} classes (mean {np.mean(held):.1f}): "
+            "most speakers voice only some emotions, so a fold's UAR averages only the classes it holds, and what "
+            "a model learns of an emotion is partly what it learns of the few speakers who voice it.")
 
 
 def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:

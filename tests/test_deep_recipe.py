@@ -219,6 +219,22 @@ def test_one_refitted_network_is_the_recipe_before_the_switch():
     assert {model_spec(m).resolved_params()["refit_networks"] for m in model_names("deep")} == {3}
 
 
+def test_kept_validation_network_is_the_first_of_the_averaged_networks():
+    x, small = toy_vectors(), {"seed": 0, "epochs": 4, "width": 8}
+    kept = get_model("mlp", keep_validation_network=True, **small).fit(x, LABELS, groups=SPEAKERS)
+    early_stopped = get_model("mlp", refit_full=False, **small).fit(x, LABELS, groups=SPEAKERS)
+    retrained = get_model("mlp", **small).fit(x, LABELS, groups=SPEAKERS)
+    assert len(kept.extra_models_) == 2 and kept.validation_speakers_ == early_stopped.validation_speakers_
+    for a, b in zip(kept.model_.get_weights(), early_stopped.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # trained once, on the training speakers less the validation ones
+    for mine, theirs in zip(kept.extra_models_, retrained.extra_models_, strict=True):
+        for a, b in zip(mine.get_weights(), theirs.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)  # the second and third retrained networks, on the same seeds
+    each = [np.asarray(n.predict(kept._arrays(x), verbose=0), dtype=np.float64)
+            for n in [kept.model_, *kept.extra_models_]]
+    np.testing.assert_allclose(kept.predict_proba(x), np.mean(each, axis=0), rtol=1e-6)
+
+
 def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
     seeds = [{deep.network_seed(run, index) for index in range(5)} for run in range(10)]
     assert all(len(s) == 5 for s in seeds)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from bench.cli import main
-from bench.leaderboard import records_frame
+from bench.leaderboard import _dataset_facts, records_frame
 from bench.records import RecordStore
 from bench.runner import RunOptions, run_suite
 from bench.suite import parse_suite
@@ -128,3 +129,15 @@ def test_opensmile_feature_sets_through_the_cache(synthetic_manifest, tmp_path):
         assert features.frames[0].shape[1] == len(spec.frame_names())
         assert spec.key() != FeatureSpec().key()
         assert len(list(tmp_path.glob(f"features-{spec.key()}/*/*.npz"))) == 3
+
+
+def test_dataset_facts_warn_when_test_folds_lack_classes():
+    def group(confusions):
+        return pd.DataFrame({"model": "m", "seed": 0, "fold": range(len(confusions)), "labels": [["a", "b", "c"]] * 2,
+                             "confusion": confusions, "train_speakers": [["s1", "s2"], ["s3", "s4"]],
+                             "test_speakers": [["s3", "s4"], ["s1", "s2"]]})
+
+    full = np.eye(3, dtype=int).tolist()
+    assert "Test folds hold" not in _dataset_facts(group([full, full]))  # every fold holds every class
+    partial = [[1, 0, 0], [0, 0, 0], [0, 0, 0]]  # one test fold holds only class a
+    assert "Test folds hold 1 to 3 of the 3 classes (mean 2.0)" in _dataset_facts(group([partial, full]))

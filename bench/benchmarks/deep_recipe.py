@@ -121,6 +121,8 @@ VARIANTS: dict[str, dict] = {
     "frame_pool_4_refit": {"frame_pool": 4, "refit_full": True},
     # the mlp's version-2 averaging (three refitted networks) at 40 ms steps, about the registered cnn's cost
     "frame_pool_4_refit_3": {"frame_pool": 4, "refit_full": True, "refit_networks": 3},
+    # the early-stopped validation-pass network as the first of the three averaged (two retrained): 3 trainings, not 4
+    "keep_validation": {"keep_validation_network": True},
 }
 
 

@@ -377,9 +377,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, architecture="cnn", epochs=40, batch_size=32, learning_rate=1e-3, width=64,
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
-                 refit_full=False, refit_networks=1, spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0,
-                 schedule="plateau", warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False,
-                 pooling="mean_max", frame_pool=1, seed=0):
+                 refit_full=False, refit_networks=1, keep_validation_network=False, spec_augment=True, input_noise=0.0,
+                 mixup=0.0, label_smoothing=0.0, schedule="plateau", warmup_epochs=0, averaging="none",
+                 average_epochs=5, utterance_norm=False, pooling="mean_max", frame_pool=1, seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -391,6 +391,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.refit_full = refit_full
         self.refit_networks = refit_networks
+        self.keep_validation_network = keep_validation_network
         self.validation_speakers = validation_speakers
         self.spec_augment = spec_augment
         self.input_noise = input_noise
@@ -537,8 +538,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             # or `refit_networks` of them (the first on `seed`) whose probabilities predict_proba averages.
             best = int(np.argmin(history[self.monitor]) if self.monitor.endswith("loss")
                        else np.argmax(history[self.monitor])) + 1
-            everyone, networks = np.concatenate([train, val]), []
-            for index in range(max(1, int(self.refit_networks))):
+            # With `keep_validation_network`, the early-stopped network (best epoch restored) is the first of them.
+            everyone = np.concatenate([train, val])
+            networks = [self.model_] if self.keep_validation_network else []
+            for index in range(len(networks), max(1, int(self.refit_networks))):
                 seed = network_seed(self.seed, index)
                 keras.utils.set_random_seed(seed)
                 self.model_ = self._network(self.input_shapes_, len(self.classes_))
@@ -629,7 +632,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 # the statistics pooled over the frames (POOLINGS).
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
-                   "refit_networks": 1}
+                   "refit_networks": 1, "keep_validation_network": False}
 SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
 # Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
 # validation speakers pick the epoch count, then three networks retrain on every training speaker and
