@@ -235,6 +235,30 @@ def test_kept_validation_network_is_the_first_of_the_averaged_networks():
     np.testing.assert_allclose(kept.predict_proba(x), np.mean(each, axis=0), rtol=1e-6)
 
 
+def test_replayed_refit_follows_the_validation_pass_learning_rates(monkeypatch):
+    replay = DeepClassifier(refit_schedule="replay", learning_rate=1e-3)
+    # the history logs each epoch's rate after the plateau callback: the rate the next epoch runs at
+    history = {"learning_rate": [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]}
+    assert replay._replayed_rates(history, 4) == [1e-3, 1e-3, 1e-3, 5e-4]
+    assert DeepClassifier(refit_schedule="constant")._replayed_rates(history, 4) is None
+    assert DeepClassifier(refit_schedule="replay", schedule="cosine")._replayed_rates(history, 4) is None
+
+    chosen = {}
+
+    def halving(self, history, epochs):  # a rate per refit epoch that halves every epoch, whatever the toy data did
+        chosen["rates"] = [1e-3 / 2 ** e for e in range(epochs)]
+        return chosen["rates"]
+
+    monkeypatch.setattr(DeepClassifier, "_replayed_rates", halving)
+    small = {"seed": 0, "epochs": 5, "width": 8, "refit_networks": 1, "monitor": "val_loss"}
+    model = get_model("mlp", refit_schedule="replay", **small).fit(toy_vectors(), LABELS, groups=SPEAKERS)
+    assert len(chosen["rates"]) == model.history_["refit_epochs"][0] > 1  # so the last rate is not the base one
+    final = float(np.asarray(model.model_.optimizer.learning_rate))
+    assert final == pytest.approx(chosen["rates"][-1])  # the retrained network ran its last epoch at that rate
+    with pytest.raises(ValueError, match="refit_schedule"):
+        get_model("mlp", seed=0, refit_schedule="cosine").fit(toy_vectors(), LABELS, groups=SPEAKERS)
+
+
 def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
     seeds = [{deep.network_seed(run, index) for index in range(5)} for run in range(10)]
     assert all(len(s) == 5 for s in seeds)

@@ -123,6 +123,8 @@ VARIANTS: dict[str, dict] = {
     "frame_pool_4_refit_3": {"frame_pool": 4, "refit_full": True, "refit_networks": 3},
     # the early-stopped validation-pass network as the first of the three averaged (two retrained): 3 trainings, not 4
     "keep_validation": {"keep_validation_network": True},
+    # the retrained networks follow the validation pass's learning rates (halved on its plateaus), not the base rate
+    "refit_replay": {"refit_schedule": "replay"},
 }
 
 

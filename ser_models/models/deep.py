@@ -377,7 +377,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, architecture="cnn", epochs=40, batch_size=32, learning_rate=1e-3, width=64,
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
-                 refit_full=False, refit_networks=1, keep_validation_network=False, spec_augment=True, input_noise=0.0,
+                 refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
+                 spec_augment=True, input_noise=0.0,
                  mixup=0.0, label_smoothing=0.0, schedule="plateau", warmup_epochs=0, averaging="none",
                  average_epochs=5, utterance_norm=False, pooling="mean_max", frame_pool=1, seed=0):
         self.architecture = architecture
@@ -392,6 +393,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.refit_full = refit_full
         self.refit_networks = refit_networks
         self.keep_validation_network = keep_validation_network
+        self.refit_schedule = refit_schedule
         self.validation_speakers = validation_speakers
         self.spec_augment = spec_augment
         self.input_noise = input_noise
@@ -515,6 +517,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if self.schedule not in SCHEDULES or self.averaging not in AVERAGING:
             raise ValueError(f"schedule must be one of {SCHEDULES} and averaging one of {AVERAGING}, "
                              f"got {self.schedule!r} and {self.averaging!r}")
+        if self.refit_schedule not in REFIT_SCHEDULES:
+            raise ValueError(f"refit_schedule must be one of {REFIT_SCHEDULES}, got {self.refit_schedule!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {self.pooling!r}")
         if self.pooling != "mean_max" and self.architecture not in _pooling_architectures():
@@ -540,12 +544,13 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                        else np.argmax(history[self.monitor])) + 1
             # With `keep_validation_network`, the early-stopped network (best epoch restored) is the first of them.
             everyone = np.concatenate([train, val])
+            rates = self._replayed_rates(history, best)
             networks = [self.model_] if self.keep_validation_network else []
             for index in range(len(networks), max(1, int(self.refit_networks))):
                 seed = network_seed(self.seed, index)
                 keras.utils.set_random_seed(seed)
                 self.model_ = self._network(self.input_shapes_, len(self.classes_))
-                self._train(keras, arrays, targets, everyone, np.array([], dtype=int), best, seed=seed)
+                self._train(keras, arrays, targets, everyone, np.array([], dtype=int), best, seed=seed, rates=rates)
                 networks.append(self.model_)
             self.model_, self.extra_models_ = networks[0], networks[1:]
             history["refit_epochs"] = [float(best)]
@@ -553,8 +558,16 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.epochs_trained_ = len(history.get("loss", []))
         return self
 
-    def _train(self, keras, arrays, targets, train, val, epochs: int, seed: int | None = None
-               ) -> dict[str, list[float]]:
+    def _replayed_rates(self, history: dict, epochs: int) -> list[float] | None:
+        """With `refit_schedule="replay"`, the learning rate of each of the validation pass's first `epochs` epochs
+        (halved on its plateaus), for the retrained networks; None: they train at the base rate throughout."""
+        if self.refit_schedule == "constant" or self.schedule != "plateau":
+            return None
+        # the history logs each epoch's rate after the plateau callback, i.e. the rate of the next epoch
+        return [float(self.learning_rate), *history.get("learning_rate", [])][:epochs]
+
+    def _train(self, keras, arrays, targets, train, val, epochs: int, seed: int | None = None,
+               rates: list[float] | None = None) -> dict[str, list[float]]:
         weights = compute_class_weight("balanced", classes=np.unique(targets[train]), y=targets[train])
         class_weight = np.zeros(len(self.classes_), dtype=np.float32)
         class_weight[np.unique(targets[train])] = weights
@@ -568,6 +581,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         callbacks = []
         if self.schedule == "cosine":
             callbacks.append(keras.callbacks.LearningRateScheduler(self._cosine(epochs)))
+        elif rates:
+            callbacks.append(keras.callbacks.LearningRateScheduler(lambda e, _lr: rates[min(e, len(rates) - 1)]))
         elif validation is not None:
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=self.monitor, factor=0.5,
                                                                patience=max(1, self.patience // 2)))
@@ -632,8 +647,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 # the statistics pooled over the frames (POOLINGS).
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
-                   "refit_networks": 1, "keep_validation_network": False}
-SCHEDULES, AVERAGING = ("plateau", "cosine"), ("none", "swa")
+                   "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant"}
+SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
 # Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
 # validation speakers pick the epoch count, then three networks retrain on every training speaker and
 # `predict_proba` averages their probabilities (the mlp's recipe). Chosen on inner folds (all outer folds, seeds 0
