@@ -250,7 +250,7 @@ def test_replayed_refit_follows_the_validation_pass_learning_rates(monkeypatch):
         return chosen["rates"]
 
     monkeypatch.setattr(DeepClassifier, "_replayed_rates", halving)
-    small = {"seed": 0, "epochs": 5, "width": 8, "refit_networks": 1, "monitor": "val_loss"}
+    small = {"seed": 0, "epochs": 3, "width": 8, "refit_networks": 1, "monitor": "val_loss"}
     model = get_model("mlp", refit_schedule="replay", **small).fit(toy_vectors(), LABELS, groups=SPEAKERS)
     assert len(chosen["rates"]) == model.history_["refit_epochs"][0] > 1  # so the last rate is not the base one
     final = float(np.asarray(model.model_.optimizer.learning_rate))
