@@ -378,9 +378,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, *, architecture="cnn", epochs=40, batch_size=32, learning_rate=1e-3, width=64,
                  dropout=0.3, weight_decay=1e-4, patience=8, monitor="val_loss", validation_speakers=0.15,
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
-                 spec_augment=True, input_noise=0.0,
-                 mixup=0.0, label_smoothing=0.0, schedule="plateau", warmup_epochs=0, averaging="none",
-                 average_epochs=5, utterance_norm=False, pooling="mean_max", frame_pool=1, seed=0):
+                 spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
+                 warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
+                 frame_pool=1, seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -644,7 +644,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 # Training-recipe switches, off by default (see bench/benchmarks/deep_recipe.py for their ablation):
 # mixup (Beta alpha), label smoothing, a warm-up + cosine schedule instead of halving on plateaus,
 # averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation,
-# the statistics pooled over the frames (POOLINGS).
+# the statistics pooled over the frames (POOLINGS), the number of retrained networks averaged, the early-stopped
+# network kept as the first of them, and the retrained networks replaying the validation pass's learning rates.
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
                    "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant"}
