@@ -12,7 +12,6 @@ from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 
 from ser_models.models import deep, get_model, model_names, model_spec
 from ser_models.models.deep import DeepClassifier, keras_module
-from ser_models.models.frames import FrameBatch
 
 SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
 RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_epochs": 1, "averaging": "swa",
@@ -265,52 +264,3 @@ def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
     assert all(len(s) == 5 for s in seeds)
     assert all(not seeds[a] & seeds[b] for a in range(10) for b in range(a + 1, 10))
     assert deep.network_seed(7, 0) == 7
-
-
-def test_length_buckets_batch_every_row_once_and_cut_no_real_step():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 80, size=300)
-    batches = deep.bucketed_batches(rng.permutation(300), lengths, 32, rng)
-    rows = np.concatenate(batches)
-    assert sorted(rows.tolist()) == list(range(300))  # every training row once per epoch
-    assert all(len(b) <= 32 for b in batches)
-    cuts = [deep.trimmed_length(lengths[b], 8, 80) for b in batches]
-    assert all(c % 8 == 0 and lengths[b].max() <= c < lengths[b].max() + 8 for b, c in zip(batches, cuts, strict=True))
-    # pools of similar lengths: the padding computed falls well below that of full-length batches
-    assert sum(c * len(b) for b, c in zip(batches, cuts, strict=True)) < 0.75 * 80 * 300
-
-
-def test_length_buckets_train_on_cut_batches_of_training_rows_only(monkeypatch):
-    seen = []
-    original = DeepClassifier._augment
-
-    def spy(self, arrays, rng):
-        seen.append((arrays[0].shape[1], arrays[1].shape[1], int(arrays[1].sum(axis=1).max()),
-                     arrays[1].sum(axis=1).astype(int).tolist()))
-        return original(self, arrays, rng)
-
-    monkeypatch.setattr(DeepClassifier, "_augment", spy)
-    frames = toy_frames()  # 40 to 56 frames, padded to 64
-    test_rows = np.flatnonzero(frames.lengths == 56)
-    train_rows = np.setdiff1d(np.arange(N), test_rows)
-    model = get_model("cnn", seed=0, **SMALL, frame_pool=1, refit_full=False, length_buckets=8).fit(
-        frames[train_rows], LABELS[train_rows], groups=SPEAKERS[train_rows])
-    model.predict_proba(frames[test_rows])
-    assert {steps for steps, *_ in seen} <= {40, 48, 56} and min(steps for steps, *_ in seen) < 56  # never 64
-    assert all(steps == mask_steps and longest <= steps < longest + 8 for steps, mask_steps, longest, _ in seen)
-    validation = np.isin(SPEAKERS[train_rows], model.validation_speakers_)
-    fitted = set(frames.lengths[train_rows][~validation].tolist())
-    assert {length for *_, rows in seen for length in rows} <= fitted  # no test or validation row in a batch
-
-
-@pytest.mark.parametrize("name", ["cnn", "cnn2d", "lstm", "bilstm", "cnn_lstm", "transformer", "fusion"])
-def test_length_bucketed_network_predicts_alike_at_any_padding(name):
-    # steps of 8 keep every pooling window where it was, so extra padding changes no output
-    frames = toy_frames()
-    x = frames if name != "fusion" else FrameBatch(frames.values, frames.lengths, toy_vectors())
-    model = get_model(name, seed=0, **SMALL, frame_pool=1, refit_networks=1, length_buckets=8).fit(
-        x[:60], LABELS[:60], groups=SPEAKERS[:60])
-    rows = np.flatnonzero(frames.lengths[60:] <= 48) + 60
-    shorter = x[rows]
-    shorter.values = shorter.values[:, :48]
-    np.testing.assert_allclose(model.predict_proba(shorter), model.predict_proba(x[rows]), rtol=1e-4, atol=1e-6)

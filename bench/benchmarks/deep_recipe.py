@@ -125,8 +125,6 @@ VARIANTS: dict[str, dict] = {
     "keep_validation": {"keep_validation_network": True},
     # the retrained networks follow the validation pass's learning rates (halved on its plateaus), not the base rate
     "refit_replay": {"refit_schedule": "replay"},
-    # training batches of similar-length utterances, cut to the longest (rounded up to 8 steps): less padding computed
-    "length_buckets": {"length_buckets": 8},
 }
 
 

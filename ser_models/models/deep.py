@@ -198,10 +198,7 @@ def build_cnn(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
     return _head(keras, pooled, n_classes, width, dropout)
 
 
-def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None, pooling="mean_max",
-                steps: int = 0):
-    """`steps` (any input length up to it): padding cells are zeroed before each max pooling too, not only after,
-    so that no real cell is pooled with a padding cell and the output does not depend on the padded length."""
+def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None, pooling="mean_max"):
     frames, mask = inputs
     ops = keras.ops
     x = ops.expand_dims(frames[:, :, :N_MELS_IN_FRAMES], -1)  # (batch, time, mel, 1)
@@ -212,12 +209,10 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None
         x = keras.layers.Conv2D(filters, 3, padding="same")(x)
         x = keras.layers.LayerNormalization(axis=[2, 3])(x)  # per frame: padding never enters the statistics
         x = keras.layers.Activation("relu")(x)
-        if steps:
-            x = x * ops.expand_dims(ops.expand_dims(m, -1), -1)
         x = keras.layers.MaxPooling2D((2, 2), padding="same")(x)
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
-        x = x * ops.expand_dims(ops.expand_dims(m, -1), -1)
-    x = keras.layers.Reshape((-1, x.shape[2] * x.shape[3]))(x)  # (batch, time, freq x filters)
+        x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
+    x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))  # (batch, time, freq x filters)
     pooled = _pool(keras, x, m, pooling)
     # A head as wide as the last filters (4 x width): a 16-wide one under dropout could not fit the training set.
     return _head(keras, pooled, n_classes, head_width or 4 * width, dropout)
@@ -254,28 +249,25 @@ def _recurrent(layer_name: str, bidirectional: bool = False, conv_front: bool = 
     return build
 
 
-def _position_embedding(keras, steps: int):
+def _position_embedding(keras):
     class PositionEmbedding(keras.layers.Layer):
-        """Adds a learned vector per time step (the first `length` of `steps` for a shorter batch)."""
+        """Adds a learned vector per time step."""
 
         def build(self, input_shape):
-            self.table = self.add_weight(shape=(steps, input_shape[-1]), initializer="zeros", name="positions")
+            self.table = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="positions")
 
         def call(self, x):
-            return x + self.table[None, : keras.ops.shape(x)[1]]
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
+            return x + self.table[None]
 
     return PositionEmbedding()
 
 
-def build_transformer(keras, inputs, n_classes, width, dropout, heads: int = 4, blocks: int = 2, steps: int = 0):
+def build_transformer(keras, inputs, n_classes, width, dropout, heads: int = 4, blocks: int = 2):
     frames, mask = inputs
     ops = keras.ops
     x = keras.layers.Dense(width)(frames)
     x, m = _downsample(keras, x, mask, 4)  # 40 ms steps: attention cost grows with the square of the length
-    x = _position_embedding(keras, -(-steps // 4) if steps else x.shape[1])(x)
+    x = _position_embedding(keras)(x)
     attention_mask = ops.cast(ops.expand_dims(m, 1) * ops.expand_dims(m, 2), "bool")
     for _ in range(blocks):
         attended = keras.layers.MultiHeadAttention(heads, width // heads, dropout=dropout)(
@@ -315,54 +307,24 @@ def network_seed(seed: int, index: int) -> int:
     return seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
 
 
-BUCKET_POOL = 8  # with `length_buckets`, each pool of 8 shuffled batches is sorted by length before it is cut
-
-
-def bucketed_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int,
-                     rng: np.random.Generator) -> list[np.ndarray]:
-    """Rows of similar length batched together: `order` (a shuffled permutation) is cut into pools of
-    `BUCKET_POOL` batches, each pool sorted by length and cut into batches, and the batches are shuffled."""
-    pool = BUCKET_POOL * batch_size
-    batches = []
-    for start in range(0, len(order), pool):
-        rows = order[start:start + pool]
-        rows = rows[np.argsort(lengths[rows], kind="stable")]
-        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def trimmed_length(lengths: np.ndarray, step: int, full: int) -> int:
-    """The padded length of a batch: its longest row rounded up to a multiple of `step`, at most `full`."""
-    return min(full, int(-(-max(int(lengths.max()), 1) // step) * step))
-
-
 def _training_batches(keras):
     class TrainingBatches(keras.utils.PyDataset):
-        """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights.
-        With `length_buckets` (frame inputs only) rows of similar length share a batch, which is cut to its
-        longest row, rounded up to a multiple of `length_buckets` steps."""
+        """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights."""
 
-        def __init__(self, arrays, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None,
-                     length_buckets=0):
+        def __init__(self, arrays, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None):
             super().__init__()
             self.arrays, self.targets, self.class_weight = arrays, targets, class_weight
             self.batch_size, self.augment = batch_size, augment
             self.one_hot, self.mix = one_hot, mix
-            self.length_buckets = length_buckets
-            self.lengths = arrays[1].sum(axis=1).astype(int) if length_buckets else None  # the frame mask
             self.rng = np.random.default_rng(seed)
-            self.on_epoch_end()
+            self.order = self.rng.permutation(len(targets))
 
         def __len__(self):
-            return len(self.batches)
+            return int(np.ceil(len(self.targets) / self.batch_size))
 
         def __getitem__(self, index):
-            rows = self.batches[index]
-            arrays = [a[rows] for a in self.arrays]
-            if self.length_buckets:  # frame values and mask cut after the longest row: no real step is lost
-                steps = trimmed_length(self.lengths[rows], self.length_buckets, arrays[1].shape[1])
-                arrays[:2] = [arrays[0][:, :steps], arrays[1][:, :steps]]
-            inputs = self.augment(arrays, self.rng)
+            rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+            inputs = self.augment([a[rows] for a in self.arrays], self.rng)
             labels = self.targets[rows]
             weights = self.class_weight[labels]
             if self.one_hot:
@@ -372,11 +334,7 @@ def _training_batches(keras):
             return tuple(inputs), labels, weights
 
         def on_epoch_end(self):
-            order = self.rng.permutation(len(self.targets))
-            if self.length_buckets:
-                self.batches = bucketed_batches(order, self.lengths, self.batch_size, self.rng)
-            else:
-                self.batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            self.order = self.rng.permutation(len(self.targets))
 
     return TrainingBatches
 
@@ -422,7 +380,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
-                 frame_pool=1, length_buckets=0, seed=0):
+                 frame_pool=1, seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -448,7 +406,6 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.utterance_norm = utterance_norm
         self.pooling = pooling
         self.frame_pool = frame_pool
-        self.length_buckets = length_buckets
         self.seed = seed
 
     # -- data plumbing
@@ -504,17 +461,11 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
     def _network(self, input_shapes, n_classes: int):
         keras = keras_module()
-        builder = ARCHITECTURES[self.architecture]
-        options = {} if self.pooling == "mean_max" else {"pooling": self.pooling}  # the default graph as before
-        shapes = [tuple(shape) for shape in input_shapes]
-        if self.length_buckets and len(shapes) > 1:  # frames: any length up to the padded one
-            if "steps" in inspect.signature(builder).parameters:
-                options["steps"] = shapes[0][0]
-            shapes[:2] = [(None, *shapes[0][1:]), (None,)]
-        inputs = [keras.Input(shape=shape) for shape in shapes]
+        inputs = [keras.Input(shape=shape) for shape in input_shapes]
         # Gaussian noise on the standardised first input while training (a regulariser for the small corpora).
         noisy = [keras.layers.GaussianNoise(self.input_noise)(inputs[0]), *inputs[1:]] if self.input_noise else inputs
-        outputs = builder(keras, noisy, n_classes, self.width, self.dropout, **options)
+        options = {} if self.pooling == "mean_max" else {"pooling": self.pooling}  # the default graph as before
+        outputs = ARCHITECTURES[self.architecture](keras, noisy, n_classes, self.width, self.dropout, **options)
         model = keras.Model(inputs, outputs, name=self.architecture)
         optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing) if self._one_hot()
@@ -624,7 +575,6 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         batches = _training_batches(keras)(
             [a[train] for a in arrays], targets[train], class_weight, self.batch_size,
             augment=self._augment, seed=self.seed if seed is None else seed, one_hot=one_hot, mix=self._mix,
-            length_buckets=self.length_buckets if len(arrays) > 1 else 0,
         )
         val_targets = np.eye(len(self.classes_), dtype=np.float32)[targets[val]] if one_hot else targets[val]
         validation = ([a[val] for a in arrays], val_targets) if len(val) else None
@@ -695,13 +645,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 # mixup (Beta alpha), label smoothing, a warm-up + cosine schedule instead of halving on plateaus,
 # averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation,
 # the statistics pooled over the frames (POOLINGS), the number of retrained networks averaged, the early-stopped
-# network kept as the first of them, the retrained networks replaying the validation pass's learning rates, and
-# training batches of similar-length utterances cut to their longest one (`length_buckets` steps; 8 keeps every
-# architecture's pooling windows where they were, so a network's output does not depend on the padding).
+# network kept as the first of them, and the retrained networks replaying the validation pass's learning rates.
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
-                   "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant",
-                   "length_buckets": 0}
+                   "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant"}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
 # Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
 # validation speakers pick the epoch count, then three networks retrain on every training speaker and
