@@ -185,3 +185,20 @@ def test_registered_cnn2d_can_fit_eight_classes():
     x, y = eight_band_classes()
     model = get_model("cnn2d", seed=0, epochs=13, validation_speakers=0.0).fit(x, y)
     assert model.history_["accuracy"][-1] >= 0.85  # training batches, dropout and SpecAugment on
+
+
+def test_cnn2d_output_ignores_what_lies_past_an_utterance_end():
+    """Padding cells get a convolution's bias and their real neighbours' values; pooled together with an utterance's
+    last real cell, they would change its output with the padded length. Same weights, same utterances, padded to
+    48 and to 64 frames: the same probabilities."""
+    keras = deep.keras_module()
+    frames = toy_frames()
+    rows = np.flatnonzero(frames.lengths <= 48)
+    networks = {}
+    for steps in (48, 64):
+        inputs = [keras.Input(shape=(steps, 161)), keras.Input(shape=(steps,))]
+        networks[steps] = keras.Model(inputs, deep.build_cnn2d(keras, inputs, 3, 8, 0.0, mask_before_pooling=True))
+    networks[64].set_weights(networks[48].get_weights())
+    outputs = [network.predict([frames.values[rows, :steps].astype(np.float32), frames.mask()[rows, :steps]],
+                               verbose=0) for steps, network in networks.items()]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)

@@ -198,17 +198,23 @@ def build_cnn(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
     return _head(keras, pooled, n_classes, width, dropout)
 
 
-def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None, pooling="mean_max"):
+def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None = None, pooling="mean_max",
+                mask_before_pooling: bool = False, time_pool: int = 4):
+    """`time_pool`: input steps per cell (4 at 40 ms steps: 160 ms cells). `mask_before_pooling`: padding cells
+    are zeroed before each max pooling too, not only after it, so that an utterance's last real cell is never
+    pooled with a padding cell (whose convolution output is not zero)."""
     frames, mask = inputs
     ops = keras.ops
     x = ops.expand_dims(frames[:, :, :N_MELS_IN_FRAMES], -1)  # (batch, time, mel, 1)
-    # Pool first: 40 ms x 2 mel-band cells keep a RAVDESS fold within about a minute and a half on 2 cores.
-    x = keras.layers.AveragePooling2D((4, 2), padding="same")(x)
-    m = ops.squeeze(keras.layers.MaxPooling1D(4, padding="same")(ops.expand_dims(mask, -1)), -1)
+    # Pool first: cells of `time_pool` steps x 2 mel bands keep a RAVDESS fold cheap on 2 cores.
+    x = keras.layers.AveragePooling2D((time_pool, 2), padding="same")(x)
+    m = ops.squeeze(keras.layers.MaxPooling1D(time_pool, padding="same")(ops.expand_dims(mask, -1)), -1)
     for filters in (width, 2 * width, 4 * width):
         x = keras.layers.Conv2D(filters, 3, padding="same")(x)
         x = keras.layers.LayerNormalization(axis=[2, 3])(x)  # per frame: padding never enters the statistics
         x = keras.layers.Activation("relu")(x)
+        if mask_before_pooling:
+            x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
         x = keras.layers.MaxPooling2D((2, 2), padding="same")(x)
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
         x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
