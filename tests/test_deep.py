@@ -190,7 +190,8 @@ def test_registered_cnn2d_can_fit_eight_classes():
 def test_cnn2d_output_ignores_what_lies_past_an_utterance_end():
     """Padding cells get a convolution's bias and their real neighbours' values; pooled together with an utterance's
     last real cell, they would change its output with the padded length. Same weights, same utterances, padded to
-    48 and to 64 frames: the same probabilities."""
+    48 and to 64 frames: the same probabilities. (The option is off in the registered cnn2d: it gained on RAVDESS
+    inner folds and lost on URDU's; bench/benchmarks/deep_recipe.md.)"""
     keras = deep.keras_module()
     frames = toy_frames()
     rows = np.flatnonzero(frames.lengths <= 48)

@@ -209,15 +209,18 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None
     # Pool first: cells of `time_pool` steps x 2 mel bands keep a RAVDESS fold cheap on 2 cores.
     x = keras.layers.AveragePooling2D((time_pool, 2), padding="same")(x)
     m = ops.squeeze(keras.layers.MaxPooling1D(time_pool, padding="same")(ops.expand_dims(mask, -1)), -1)
+    def per_cell(m):  # the (batch, time) mask broadcast over a cell's mel bands and filters
+        return ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
+
     for filters in (width, 2 * width, 4 * width):
         x = keras.layers.Conv2D(filters, 3, padding="same")(x)
         x = keras.layers.LayerNormalization(axis=[2, 3])(x)  # per frame: padding never enters the statistics
         x = keras.layers.Activation("relu")(x)
         if mask_before_pooling:
-            x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
+            x = x * per_cell(m)
         x = keras.layers.MaxPooling2D((2, 2), padding="same")(x)
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
-        x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
+        x = x * per_cell(m)
     x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))  # (batch, time, freq x filters)
     pooled = _pool(keras, x, m, pooling)
     # A head as wide as the last filters (4 x width): a 16-wide one under dropout could not fit the training set.
