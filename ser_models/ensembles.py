@@ -6,11 +6,16 @@ and deep members mix over the same cached features. Inside the outer training fo
 
 1. makes speaker-disjoint inner folds of the training speakers;
 2. gets each candidate member's out-of-fold probabilities and inner UAR on them;
-3. keeps the named members or the `top_k` by inner UAR, and refits them on the whole outer
-   training fold;
+3. keeps the named members, the `top_k` by inner UAR, or (`selection="greedy"`) the members that
+   forward selection with replacement adds while the inner UAR of their mean probabilities rises
+   (Caruana et al., 2004), and refits them on the whole outer training fold;
 4. combines them: mean probabilities (soft), majority vote (hard), inner-UAR-weighted mean
    (weighted), or a logistic-regression meta-learner trained on the out-of-fold probabilities
-   (stacking). Nothing it fits ever sees an outer-test speaker.
+   (stacking); after greedy selection, soft voting weights each member by the times it was added.
+   Nothing it fits ever sees an outer-test speaker.
+
+`member_overrides` sets parameters of named members on top of their own (e.g. one early-stopped
+network for a frame model, instead of its registered recipe of three refitted ones).
 
 Inner results and refits are memoised on disk (`cache_dir`), so the four ensemble kinds on one
 fold share their members' work.
@@ -27,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from ser_models.models.frames import FrameBatch
-from ser_models.models.registry import model_spec, register_model
+from ser_models.models.registry import model_names, model_spec, register_model
 from ser_models.tuning import inner_speaker_folds
 
 
@@ -87,6 +92,27 @@ class MultiInput:
         return self.frames
 
 
+def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndarray, candidates: list[str],
+                     steps: int) -> dict[str, int]:
+    """Forward selection with replacement: {member: times added}, added while the inner UAR strictly rises.
+
+    Each step adds the candidate whose probabilities, summed with those already chosen, give the
+    highest UAR on the out-of-fold rows; ties go to the earlier candidate. At most `steps` additions.
+    """
+    counts: dict[str, int] = {}
+    total, best = np.zeros((len(y), len(classes))), -np.inf
+    for _ in range(steps):
+        with warnings.catch_warnings():  # a sum may predict a class no row has
+            warnings.simplefilter("ignore", UserWarning)
+            scores = [float(balanced_accuracy_score(y, classes[(total + oof[n]).argmax(axis=1)])) for n in candidates]
+        pick = int(np.argmax(scores))
+        if scores[pick] <= best:
+            break
+        best, total = scores[pick], total + oof[candidates[pick]]
+        counts[candidates[pick]] = counts.get(candidates[pick], 0) + 1
+    return counts
+
+
 def _fit_member(name: str, params: dict, seed: int, x, y, groups):
     spec = model_spec(member_feature_set(name)[0])
     estimator = spec.build(seed=seed, **params)
@@ -106,40 +132,50 @@ def _out_of_fold(name: str, params: dict, seed: int, x, y, groups, splits, class
 class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     """Soft, hard or weighted voting, or stacking, over registered member models."""
 
-    def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, inner_folds=3,
-                 member_params=None, meta_C=1.0, seed=0, cache_dir=None):
+    def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, selection="top_k",
+                 greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None, meta_C=1.0, seed=0,
+                 cache_dir=None):
         self.method = method
         self.members = members
         self.top_k = top_k
+        self.selection = selection
+        self.greedy_steps = greedy_steps
         self.inner_folds = inner_folds
         self.member_params = member_params
+        self.member_overrides = member_overrides
         self.meta_C = meta_C
         self.seed = seed
         self.cache_dir = cache_dir
 
     def fit(self, X: MultiInput, y, groups):
+        if self.selection not in ("top_k", "greedy"):
+            raise ValueError(f"selection must be 'top_k' or 'greedy', not {self.selection!r}")
         y, groups = np.asarray(y), np.asarray(groups)
         memory = Memory(self.cache_dir, verbose=0)
         out_of_fold, fit_member = memory.cache(_out_of_fold), memory.cache(_fit_member)
         self.classes_ = np.unique(y)
         splits = inner_speaker_folds(y, groups, self.inner_folds, self.seed)
         self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for _, held_out in splits]
-        params = dict(self.member_params or {})
+        params = {name: {**(self.member_params or {}).get(name, {}), **(self.member_overrides or {}).get(name, {})}
+                  for name in self.members}
         oof, inner_uar = {}, {}
         for name in self.members:
-            oof[name] = out_of_fold(name, params.get(name, {}), self.seed, X.for_model(name), y, groups, splits,
+            oof[name] = out_of_fold(name, params[name], self.seed, X.for_model(name), y, groups, splits,
                                     self.classes_)
             with warnings.catch_warnings():  # a member may predict a class no training row of a fold has
                 warnings.simplefilter("ignore", UserWarning)
                 inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
         ranked = sorted(self.members, key=lambda n: -inner_uar[n])
-        self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
+        if self.selection == "greedy":
+            counts = greedy_selection(oof, y, self.classes_, ranked, self.greedy_steps)
+            self.chosen_ = list(counts)
+        else:
+            self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
+            counts = dict.fromkeys(self.chosen_, 1)
         self.inner_uar_ = inner_uar
-        self.members_ = {n: fit_member(n, params.get(n, {}), self.seed, X.for_model(n), y, groups)
-                         for n in self.chosen_}
-        weights = np.array([inner_uar[n] for n in self.chosen_])
-        self.weights_ = weights / weights.sum() if self.method == "weighted" else np.full(len(weights),
-                                                                                          1 / len(weights))
+        self.members_ = {n: fit_member(n, params[n], self.seed, X.for_model(n), y, groups) for n in self.chosen_}
+        weights = np.array([inner_uar[n] if self.method == "weighted" else counts[n] for n in self.chosen_], float)
+        self.weights_ = weights / weights.sum()
         if self.method == "stacking":
             self.meta_ = LogisticRegression(C=self.meta_C, max_iter=3000, random_state=self.seed)
             self.meta_.fit(np.hstack([oof[n] for n in self.chosen_]), y)  # out-of-fold rows of training speakers
@@ -186,4 +222,20 @@ for _name, _method, _description in (
         _name, family="ensemble", input="multi", description=_description, fit_groups=True,
         defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {}},
         search_space=lambda trial: {"top_k": trial.suggest_int("top_k", 2, len(DEFAULT_MEMBERS))},
+    )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))
+
+# Classical and deep candidates together, chosen by greedy forward selection on the inner folds. The networks that
+# read frames join as one early-stopped network each (at their 40 ms steps): their registered recipe, three refitted
+# networks, would make each candidate's inner folds cost four trainings instead of one.
+FRAME_MEMBERS = tuple(n for n in model_names("deep") if model_spec(n).input != "functionals")
+for _name, _method, _description in (
+    ("mixed_vote", "soft", "soft voting over classical and deep members chosen by greedy forward selection"),
+    ("mixed_stacking", "stacking", "stacking over classical and deep members chosen by greedy forward selection"),
+):
+    register_model(
+        _name, family="ensemble", input="multi", description=_description, fit_groups=True,
+        defaults={"members": [*DEFAULT_MEMBERS, *FRAME_MEMBERS], "selection": "greedy", "greedy_steps": 10,
+                  "inner_folds": 3, "member_params": {},
+                  "member_overrides": {n: {"refit_full": False} for n in FRAME_MEMBERS}},
+        search_space=lambda trial: {"greedy_steps": trial.suggest_int("greedy_steps", 1, 10)},
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))

@@ -104,6 +104,9 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     text = (SUITES_DIR / "full.toml").read_text()
     assert '"xgboost", "mlp", ' in text  # the candidate lists this copy trims
     text = text.replace('"xgboost", "mlp", ', '"xgboost", ')
+    frame_candidates = ',\n           "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"]'
+    assert text.count(frame_candidates) == 2  # the mixed ensembles' frame models
+    text = text.replace(frame_candidates, "]")
     suite.write_text(text + "\n[protocol_options]\nn_folds = 2\n")
     code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
                  str(tmp_path), "--budget", "0.05", "--jobs", "1", "--seed", "0", "--results-dir", str(tmp_path / "r"),
