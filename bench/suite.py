@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
+from ser_models.ensembles import check_selection
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
 from ser_models.protocols import PROTOCOLS
@@ -108,7 +109,7 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         budget=float(data.get("budget", 1.0)),
         features=FeatureSpec(**feature_options),
         corpus_options=dict(data.get("corpus_options", {})),
-        model_params=dict(data.get("model_params", {})),
+        model_params=_model_params(data.get("model_params", {}), default_name),
         protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
         protocol_options=_protocol_options(data.get("protocol_options", {}), default_name),
         augment=_augmentations(data.get("augment", []), default_name),
@@ -135,6 +136,21 @@ def _tuning(tuning: dict, suite: str) -> dict:
 
 
 MODEL_GROUPS = ("classical", "deep", "ensemble")
+
+
+def _model_params(params: dict, suite: str) -> dict:
+    """[model_params.MODEL]: each a registered model; an ensemble's member selection is one it knows."""
+    for name, values in params.items():
+        try:
+            spec = model_spec(name)
+        except KeyError as error:
+            raise SuiteError(f"suite {suite!r}: [model_params] {error.args[0]}") from error
+        if spec.family == "ensemble":
+            try:
+                check_selection(values)
+            except ValueError as error:
+                raise SuiteError(f"suite {suite!r}: [model_params.{name}] {error}") from error
+    return dict(params)
 
 
 def _model_seeds(seeds: dict, suite: str) -> dict:

@@ -92,6 +92,15 @@ class MultiInput:
         return self.frames
 
 
+SELECTIONS = ("top_k", "greedy")
+
+
+def check_selection(params: dict) -> None:
+    """Refuse an unknown member `selection` before any fit (a suite's typo is not a traceback hours in)."""
+    if params.get("selection", "top_k") not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {params['selection']!r}")
+
+
 def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndarray, candidates: list[str],
                      steps: int) -> dict[str, int]:
     """Forward selection with replacement: {member: times added}, added while the inner UAR strictly rises.
@@ -148,8 +157,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.cache_dir = cache_dir
 
     def fit(self, X: MultiInput, y, groups):
-        if self.selection not in ("top_k", "greedy"):
-            raise ValueError(f"selection must be 'top_k' or 'greedy', not {self.selection!r}")
+        check_selection({"selection": self.selection})
         y, groups = np.asarray(y), np.asarray(groups)
         memory = Memory(self.cache_dir, verbose=0)
         out_of_fold, fit_member = memory.cache(_out_of_fold), memory.cache(_fit_member)

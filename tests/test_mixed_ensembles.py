@@ -45,6 +45,14 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
         EnsembleClassifier(selection="best").fit(x, LABELS, SPEAKERS)
 
 
+def test_a_suite_with_an_unknown_selection_is_refused_before_any_fit():
+    from bench.suite import SuiteError, parse_suite
+
+    with pytest.raises(SuiteError, match=r"model_params.mixed_vote.*selection must be one of top_k, greedy"):
+        parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
+                     "model_params": {"mixed_vote": {"selection": "best"}}}, default_name="bad")
+
+
 def test_mixed_ensemble_fits_only_training_speakers_and_applies_member_overrides(tmp_path, monkeypatch):
     """Instrumented: every member fit inside the ensemble (inner folds and refits) sees training speakers only,
     the frame member trains with its override, and the weights are the greedy counts."""
