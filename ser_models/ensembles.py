@@ -17,7 +17,7 @@ and deep members mix over the same cached features. Inside the outer training fo
 `member_overrides` sets parameters of named members on top of their own (e.g. one early-stopped
 network for a frame model, instead of its registered recipe of three refitted ones).
 
-Inner results and refits are memoised on disk (`cache_dir`), so the four ensemble kinds on one
+Inner results and refits are memoised on disk (`cache_dir`), so the ensemble kinds on one
 fold share their members' work.
 """
 
