@@ -56,6 +56,10 @@ class BenchError(RuntimeError):
     """A run that cannot go ahead; the message says what to change."""
 
 
+class FitFailedError(BenchError):
+    """One fit raised an error of its own (not a worker that died); the message names the fit."""
+
+
 def select_device(device: str) -> None:
     """Point JAX (in this process and the worker processes it starts) at the CPU or a GPU. On the CPU each deep fit
     gets one XLA thread, and each worker process a core of its own while one is free (ser_models.models.cpu_threads)."""
@@ -178,6 +182,17 @@ def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Pat
     if "manifest" in info.extra:
         return Path(info.folder)
     return data_root / info.folder
+
+
+def _fit_job(label: str, *args, **kwargs) -> dict:
+    """`fit_and_predict` in a worker; an error of the fit comes back named by `label` (the worker's traceback stays
+    attached: -v logs it). A speaker leak stays a speaker leak."""
+    try:
+        return fit_and_predict(*args, **kwargs)
+    except (SpeakerLeakError, BenchError):
+        raise
+    except Exception as error:
+        raise FitFailedError(f"{label} failed: {type(error).__name__}: {error}") from error
 
 
 def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test, *,
@@ -625,8 +640,8 @@ def run_suite(options: RunOptions) -> RunSummary:
                              gender_input=bool(dataset.variant.get("gender_input")),
                              other_sets=_other_sets(dataset, variant_sets, member_sets))
         calls = (
-            delayed(fit_and_predict)(
-                job.model, job.params, job.seed,
+            delayed(_fit_job)(
+                f"{job.model} {job.protocol} fold {job.fold.index} seed {job.seed}", job.model, job.params, job.seed,
                 *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent,
                           job.params.get("members")),
                 tuning=dataset.variant.get("tuned"), storage=storage,
@@ -662,6 +677,12 @@ def run_suite(options: RunOptions) -> RunSummary:
                     f"seed {job.seed}; {trained} fits of this run are recorded and will be reused. Run the same "
                     "command again; if it happens again, try --jobs 1 (memory) or --device cpu"
                 ) from None
+            except FitFailedError as error:
+                log.debug("the failed fit's traceback", exc_info=error)
+                raise BenchError(
+                    f"training on {dataset.name}: {error}. {trained} fits of this run are recorded and will be "
+                    "reused when the same command runs again (-v shows the traceback)"
+                ) from error
             finally:
                 bar.close()
         trained += _run_votes(options, store, dataset, votes, labels)

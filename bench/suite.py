@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
-from ser_models.ensembles import check_selection
+from ser_models.ensembles import FEATURE_SETS, check_ensemble_params
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
 from ser_models.protocols import PROTOCOLS
@@ -139,17 +139,22 @@ MODEL_GROUPS = ("classical", "deep", "ensemble")
 
 
 def _model_params(params: dict, suite: str) -> dict:
-    """[model_params.MODEL]: each a registered model; an ensemble's member selection is one it knows."""
+    """[model_params.MODEL]: each a registered model, each key one of its parameters; an ensemble's members,
+    their feature sets, their parameters and its member selection are ones it knows."""
     for name, values in params.items():
         try:
             spec = model_spec(name)
         except KeyError as error:
             raise SuiteError(f"suite {suite!r}: [model_params] {error.args[0]}") from error
-        if spec.family == "ensemble":
-            try:
-                check_selection(values)
-            except ValueError as error:
-                raise SuiteError(f"suite {suite!r}: [model_params.{name}] {error}") from error
+        try:
+            if not isinstance(values, dict):
+                raise ValueError("write it as a table: [model_params.MODEL] with one parameter per line")
+            spec.check_params(values)
+            if spec.family == "ensemble":
+                check_ensemble_params({**spec.defaults, **values})
+        except (KeyError, ValueError) as error:
+            message = error.args[0] if error.args else error
+            raise SuiteError(f"suite {suite!r}: [model_params.{name}] {message}") from error
     return dict(params)
 
 
@@ -174,7 +179,6 @@ def seeds_for(suite: Suite, model: str) -> tuple[int, ...]:
 
 
 TASKS = ("gender",)  # targets other than emotion, read from the manifest column of the same name
-FEATURE_SETS = ("librosa", "egemaps", "compare")
 
 
 def _tasks(tasks: dict, suite: str) -> dict:

@@ -35,6 +35,8 @@ from ser_models.models.frames import FrameBatch
 from ser_models.models.registry import model_names, model_spec, register_model
 from ser_models.tuning import inner_speaker_folds
 
+FEATURE_SETS = ("librosa", "egemaps", "compare")  # the utterance functionals a suite row or a "model@set" member reads
+
 
 def member_feature_set(name: str) -> tuple[str, str | None]:
     """'logreg@compare' -> ('logreg', 'compare'): a member on another feature set's functionals."""
@@ -99,6 +101,29 @@ def check_selection(params: dict) -> None:
     """Refuse an unknown member `selection` before any fit (a suite's typo is not a traceback hours in)."""
     if params.get("selection", "top_k") not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {params['selection']!r}")
+
+
+def check_ensemble_params(params: dict) -> None:
+    """Refuse, before any fit, an unknown selection, member model or feature set, or a parameter a member
+    does not take in `member_params` / `member_overrides` (KeyError: an unknown model; ValueError: the rest)."""
+    check_selection(params)
+    members = params.get("members", [])
+    if not isinstance(members, list | tuple) or not members or not all(isinstance(m, str) for m in members):
+        raise ValueError("members must be a non-empty list of model names, e.g. [\"logreg\", \"svm@compare\"]")
+    for member in members:
+        model, feature_set = member_feature_set(member)
+        if model_spec(model).family == "ensemble":
+            raise ValueError(f"member {member!r} is itself an ensemble")
+        if feature_set is not None and feature_set not in FEATURE_SETS:
+            raise ValueError(f"member {member!r}: unknown feature set {feature_set!r}; "
+                             f"choose from {', '.join(FEATURE_SETS)}")
+        if feature_set is not None and model_spec(model).input != "functionals":
+            raise ValueError(f"member {member!r}: only utterance-functional models can read another feature set")
+    for key in ("member_params", "member_overrides"):
+        for member, values in (params.get(key) or {}).items():
+            if not isinstance(values, dict):
+                raise ValueError(f"{key}.{member} must be a table of parameters")
+            model_spec(member_feature_set(member)[0]).check_params(values)
 
 
 def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndarray, candidates: list[str],

@@ -202,6 +202,34 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     assert len(list((tmp_path / "c").glob("features-*-aug-*"))) == 2
 
 
+def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, capsys, monkeypatch):
+    """A fit that raises (here svm, after logreg's folds) ends the run with one line naming the fit and the
+    error, exit 2, no traceback; the finished fits are recorded and the same command reuses them."""
+    original = runner.fit_and_predict
+
+    def failing(model, *args, **kwargs):
+        if model == "svm":
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit_and_predict", failing)
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg", "svm"]\n[protocol_options]\nn_folds = 2\n'
+                     '[corpus_options.synthetic]\nn_speakers = 8\nutterances_per_emotion = 3\n'
+                     'emotions = ["angry", "neutral", "sad"]\n')
+    command = ["run", "--suite", str(suite), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+               "--jobs", "1"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "svm speaker_folds fold 0 seed 0 failed: LinAlgError: SVD did not converge" in err
+    assert "2 fits of this run are recorded" in err and "Traceback" not in err
+    records = RecordStore(tmp_path / "r" / "tiny").load()
+    assert sorted(r["model"] for r in records) == ["logreg", "logreg"]
+    monkeypatch.setattr(runner, "fit_and_predict", original)
+    assert main(command) == 0
+    assert sorted(r["model"] for r in RecordStore(tmp_path / "r" / "tiny").load()) == ["logreg"] * 2 + ["svm"] * 2
+
+
 def test_bad_augmentation_is_a_suite_error():
     with pytest.raises(SuiteError, match="unknown augmentation 'reverb'"):
         parse_suite({**TINY, "augment": [{"kind": "reverb", "amount": 1}]}, default_name="x")

@@ -45,12 +45,31 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
         EnsembleClassifier(selection="best").fit(x, LABELS, SPEAKERS)
 
 
-def test_a_suite_with_an_unknown_selection_is_refused_before_any_fit():
+@pytest.mark.parametrize(("params", "message"), [
+    ({"mixed_vote": {"selection": "best"}}, r"model_params.mixed_vote\] selection must be one of top_k, greedy"),
+    ({"svm": {"CC": 1.0}}, r"model_params.svm\] model 'svm' has no parameters \['CC'\]; it takes \['C', 'gamma'\]"),
+    ({"soft_vote": {"members": ["svm", "svmm"]}}, r"model_params.soft_vote\] unknown model 'svmm'"),
+    ({"soft_vote": {"members": ["svm@compar"]}}, r"member 'svm@compar': unknown feature set 'compar'"),
+    ({"soft_vote": {"members": ["cnn@compare"]}}, r"only utterance-functional models can read another feature set"),
+    ({"stacking": {"members": ["soft_vote", "svm"]}}, r"member 'soft_vote' is itself an ensemble"),
+    ({"soft_vote": {"members": "svm"}}, r"members must be a non-empty list"),
+    ({"mixed_vote": {"member_overrides": {"cnn": {"refit_ful": False}}}},
+     r"model 'cnn' has no parameters \['refit_ful'\]"),
+    ({"svm": 3}, r"model_params.svm\] write it as a table"),
+])
+def test_a_suite_with_a_bad_model_parameter_is_refused_before_any_fit(params, message):
+    """A typo in [model_params] (a parameter, a member, its feature set or its parameters) is a suite error at
+    load, not a traceback from a worker once the fits have begun."""
     from bench.suite import SuiteError, parse_suite
 
-    with pytest.raises(SuiteError, match=r"model_params.mixed_vote.*selection must be one of top_k, greedy"):
-        parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
-                     "model_params": {"mixed_vote": {"selection": "best"}}}, default_name="bad")
+    with pytest.raises(SuiteError, match=message):
+        parse_suite({"corpora": ["synthetic"], "models": ["all"], "model_params": params}, default_name="bad")
+
+
+def test_every_bundled_suite_passes_the_parameter_checks():
+    from bench.suite import load_suite, suite_names
+
+    assert {load_suite(name).name for name in suite_names()} == set(suite_names())
 
 
 def test_mixed_ensemble_fits_only_training_speakers_and_applies_member_overrides(tmp_path, monkeypatch):

@@ -30,12 +30,16 @@ class ModelSpec:
     # only when a suite sets them, so adding one never changes the rows already recorded.
     optional: dict = field(default_factory=dict)
 
-    def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
-        """A fresh unfitted estimator with defaults overridden by `params`."""
+    def check_params(self, params: dict) -> None:
+        """Refuse parameter names the model does not take (a suite's typo would otherwise fail hours in)."""
         unknown = sorted(set(params) - set(self.defaults) - set(self.optional))
         if unknown:
             raise ValueError(f"model {self.name!r} has no parameters {unknown}; it takes "
                              f"{sorted({**self.defaults, **self.optional})}")
+
+    def build(self, *, seed: int = 0, **params) -> ClassifierMixin:
+        """A fresh unfitted estimator with defaults overridden by `params`."""
+        self.check_params(params)
         return self.factory(seed=seed, **{**self.defaults, **params})
 
     def resolved_params(self, overrides: dict | None = None, budget: float = 1.0) -> dict:
