@@ -44,7 +44,7 @@ from ser_models.protocols import (
     assert_speaker_disjoint,
     make_folds,
 )
-from ser_models.tuning import prepare_storage, tune
+from ser_models.tuning import StorageError, prepare_storage, tune
 
 log = logging.getLogger(__name__)
 
@@ -622,7 +622,10 @@ def run_suite(options: RunOptions) -> RunSummary:
     storage = options.storage or f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}"
     folder.mkdir(parents=True, exist_ok=True)
     if suite.tuning:
-        prepare_storage(storage)
+        try:
+            prepare_storage(storage)
+        except StorageError as error:
+            raise BenchError(str(error)) from error
     datasets = plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets)
     main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
     for dataset in datasets:

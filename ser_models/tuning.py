@@ -49,12 +49,27 @@ class TuningResult:
     inner_speakers: list[list[str]] = field(default_factory=list)  # validation speakers of each inner fold
 
 
+class StorageError(RuntimeError):
+    """The tuning studies' storage cannot be opened; the message says which and what to do."""
+
+
 def prepare_storage(storage: str) -> None:
     """Create the storage's tables once, before worker processes open studies in it concurrently."""
     import optuna
+    import sqlalchemy
 
-    optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}}
-                               if storage.startswith("sqlite") else {})
+    try:
+        optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}}
+                                   if storage.startswith("sqlite") else {})
+    except Exception as error:  # SQLAlchemy's or Optuna's: a damaged file, an unknown URL, a server not answering
+        try:
+            shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+        except sqlalchemy.exc.ArgumentError:
+            shown = "(an unreadable URL)"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        hint = ("if the file is damaged, move it aside: its studies start again, and the records of finished fits "
+                "are kept" if storage.startswith("sqlite") else "check the URL and that the database answers")
+        raise StorageError(f"cannot open the tuning studies' storage {shown} ({reason}); {hint}") from error
 
 
 def open_study(study_name: str, storage: str | None, *, seed: int, pruner: str = "median"):

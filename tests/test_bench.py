@@ -230,6 +230,21 @@ def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, caps
     assert sorted(r["model"] for r in RecordStore(tmp_path / "r" / "tiny").load()) == ["logreg"] * 2 + ["svm"] * 2
 
 
+def test_a_damaged_tuning_storage_is_a_clear_error(tmp_path, capsys):
+    suite = tmp_path / "tuned.toml"
+    suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg"]\n[tuning.logreg]\ntrials = 2\n')
+    (tmp_path / "r" / "tuned").mkdir(parents=True)
+    (tmp_path / "r" / "tuned" / "optuna.sqlite3").write_text("not a database")
+    command = ["run", "--suite", str(suite), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the tuning studies' storage sqlite:///" in err and "file is not a database" in err
+    assert "move it aside" in err and "Traceback" not in err
+    assert main([*command, "--storage", "postgresql://user:secret@127.0.0.1:1/db"]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://user:***@127.0.0.1:1/db" in err and "secret" not in err
+
+
 def test_bad_augmentation_is_a_suite_error():
     with pytest.raises(SuiteError, match="unknown augmentation 'reverb'"):
         parse_suite({**TINY, "augment": [{"kind": "reverb", "amount": 1}]}, default_name="x")
