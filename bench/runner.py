@@ -381,12 +381,14 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
     fold_seed = (options.seeds or suite.seeds)[0]
     jobs, reused, planned = [], 0, {}
     fold_options = {k: v for k, v in dataset.fold_options.items() if v is not None}
+    unusable = []  # protocols whose folds cannot be made for this dataset, with the reason
     for protocol in dataset.protocols:
         options_here = {**suite.protocol_options, **fold_options} if protocol == "speaker_folds" else fold_options
         try:
             folds = make_folds(protocol, features.manifest, seed=fold_seed, **options_here)
         except ProtocolError as error:
             log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
+            unusable.append(f"{protocol}: {error}")
             continue
         allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
         if dataset.models is not None:
@@ -422,6 +424,8 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                     train, test = fold.split(features.manifest)
                     job_params = params | {"member_hashes": members} if members else params
                     jobs.append(Job(corpus, protocol, model, fold, seed, job_params, key, train, test))
+    if unusable and len(unusable) == len(dataset.protocols):  # not one table for this dataset: say why
+        log.warning("%s: no folds can be made, so it gets no rows (%s)", corpus, "; ".join(unusable))
     return jobs, reused, planned
 
 

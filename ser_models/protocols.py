@@ -148,6 +148,9 @@ def emobox_folds(manifest: pd.DataFrame, *, seed: int = 0, **_: object) -> list[
 def speaker_dependent_folds(manifest: pd.DataFrame, *, n_folds: int | None = None, seed: int = 0) -> list[Fold]:
     """Utterance-level stratified folds, for corpora with fewer than 4 speakers; NOT speaker-independent."""
     n_folds = n_folds or 5
+    if len(manifest) < 2 * n_folds:  # every test fold needs utterances, every training side more than one
+        raise ProtocolError(f"only {len(manifest)} utterances: {n_folds} utterance-level folds need at least "
+                            f"{2 * n_folds}")
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     speakers = tuple(sorted(manifest["speaker"].unique()))
     return [Fold(index=i, test_speakers=speakers, test_rows=tuple(int(r) for r in test))

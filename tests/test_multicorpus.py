@@ -94,6 +94,19 @@ def test_few_speakers_get_a_speaker_dependent_table(two_corpora, tmp_path):
     assert "speaker-DEPENDENT" in text
 
 
+def test_a_corpus_too_small_for_any_folds_is_said_not_a_traceback(two_corpora, tmp_path, caplog):
+    """2 speakers and 4 utterances: not even utterance-level folds (5 need 10 utterances); the run says so."""
+    table = pd.read_csv(two_corpora["alpha"])
+    table[table["speaker"].isin(sorted(table["speaker"].unique())[:2])].head(4).to_csv(tmp_path / "tiny.csv",
+                                                                                       index=False)
+    suite = parse_suite({"corpora": ["tiny"], "models": ["logreg"], "manifests": {"tiny": str(tmp_path / "tiny.csv")}},
+                        default_name="tiny")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
+    assert summary.trained == 0
+    assert "tiny: no folds can be made, so it gets no rows (speaker_dependent: only 4 utterances: 5 " \
+           "utterance-level folds need at least 10)" in caplog.text
+
+
 def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, capsys):
     """8 speakers (2 folds), 2 emotions, 1 utterance each: small enough for every model and variant."""
     table = pd.concat([pd.read_csv(two_corpora[name]) for name in ("alpha", "beta")])

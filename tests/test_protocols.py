@@ -111,3 +111,10 @@ def test_split_asserts_disjointness_even_for_a_bad_fold():
     train, test = fold.split(manifest)
     assert set(np.asarray(manifest["speaker"])[test]) == {"c:01"}
     assert "c:01" not in set(np.asarray(manifest["speaker"])[train])
+
+
+def test_speaker_dependent_folds_refuse_too_few_utterances():
+    manifest = fake_manifest(2, per_speaker=5)
+    assert len(make_folds("speaker_dependent", manifest)) == 5
+    with pytest.raises(ProtocolError, match="only 6 utterances: 5 utterance-level folds need at least 10"):
+        make_folds("speaker_dependent", manifest.head(6))
