@@ -72,6 +72,33 @@ def test_same_seed_same_predictions_on_cpu():
     np.testing.assert_array_equal(a, b)
 
 
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_probabilities():
+    """precision="mixed_bfloat16": the network's layers compute in bfloat16 and keep float32 weights, the class
+    probabilities stay float32, a seed still fixes the predictions, and the global policy is left as it was."""
+    keras = deep.keras_module()
+    x = toy_frames()
+    params = {**SMALL, "refit_networks": 1, "precision": "mixed_bfloat16"}
+    model = get_model("cnn", seed=3, **params).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
+    convolutions = [layer for layer in model.model_.layers if isinstance(layer, keras.layers.Conv1D)]
+    assert convolutions and all(layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+                                for layer in convolutions)
+    assert model.model_.layers[-1].compute_dtype == "float32" and model.model_.output.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
+    proba = model.predict_proba(x[60:])
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    again = get_model("cnn", seed=3, **params).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+    np.testing.assert_array_equal(proba, again)
+    default = get_model("cnn", seed=3, **{**SMALL, "refit_networks": 1}).fit(x[:60], LABELS[:60],
+                                                                             groups=SPEAKERS[:60])
+    assert {layer.compute_dtype for layer in default.model_.layers} == {"float32"}
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        get_model("mlp", seed=0, **SMALL, precision="float16").fit(toy_vectors(), LABELS, groups=SPEAKERS)
+
+
 @pytest.fixture
 def xla_cache(tmp_path):
     """An empty compiled-program cache for one test; the session's cache comes back afterwards."""

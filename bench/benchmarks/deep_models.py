@@ -1,19 +1,21 @@
 """Median fit seconds per fold of each deep model on real RAVDESS (and the device JAX sees).
 
     python -m bench.benchmarks.deep_models --data-root ../shared/data [--folds 0 1 2] [--model cnn lstm ...]
-        [--xla-cache DIR | --xla-cache off]
+        [--xla-cache DIR | --xla-cache off] [--param precision=mixed_bfloat16 ...]
 
 Trains each model with its registered defaults on the given EmoBox folds (20 training
 actors, speaker-held-out early stopping) and prints fit seconds per fold, their
 median, the epochs trained, the test UAR, and per fit the programs JAX compiled, how
 many of them the persistent cache served and the seconds XLA spent compiling. Runs on
 whatever device JAX picks: a GPU when one is visible, else the CPU. `--xla-cache off`
-times fits that compile everything; an empty DIR starts the cache cold.
+times fits that compile everything; an empty DIR starts the cache cold. `--param KEY=VALUE` sets a
+parameter of every model timed (a number, true/false or a word), e.g. `precision=mixed_bfloat16`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import statistics
 import time
@@ -38,7 +40,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="scale epochs and patience")
     parser.add_argument("--xla-cache", default=None, help="compiled-program cache folder, or off (default: "
                         "$SER_BENCH_XLA_CACHE, else xla/ in the feature cache)")
+    parser.add_argument("--param", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="set a parameter of every model timed, e.g. precision=mixed_bfloat16")
     args = parser.parse_args()
+    overrides = dict(_parse_param(item, parser) for item in args.param)
     if args.xla_cache is not None:
         os.environ["SER_BENCH_XLA_CACHE"] = args.xla_cache
 
@@ -46,7 +51,8 @@ def main() -> None:
     import jax
 
     print(f"keras {keras.__version__} on {keras.backend.backend()}; JAX devices: {jax.devices()}; "
-          f"compiled-program cache: {jax.config.jax_compilation_cache_dir or 'off'}")
+          f"compiled-program cache: {jax.config.jax_compilation_cache_dir or 'off'}; "
+          f"parameters set: {overrides or 'none'}")
     manifest = load_corpus("ravdess", args.data_root / "ravdess")
     features = extract_features(manifest, cache_dir=default_cache_dir(), n_jobs=os.cpu_count() or 1)
     y = features.manifest["emotion"].to_numpy()
@@ -58,7 +64,7 @@ def main() -> None:
         seconds, scores, epochs, compiles = [], [], [], []
         for index in args.folds:
             train, test = folds[index].split(features.manifest)
-            model = spec.build(seed=0, **spec.resolved_params(budget=args.budget))
+            model = spec.build(seed=0, **spec.resolved_params(overrides, budget=args.budget))
             with compile_counts() as counts:
                 start = time.perf_counter()
                 model.fit(x[train], y[train], groups=speakers[train])
@@ -70,6 +76,16 @@ def main() -> None:
               f"(folds: {', '.join(f'{s:.0f}' for s in seconds)}); epochs {epochs}; "
               f"UAR {statistics.mean(scores):.3f}; compiled/cached/compile s per fit: {', '.join(compiles)}",
               flush=True)
+
+
+def _parse_param(item: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
+    key, equals, text = item.partition("=")
+    if not equals or not key:
+        parser.error(f"--param takes KEY=VALUE, not {item!r}")
+    try:
+        return key, ast.literal_eval({"true": "True", "false": "False"}.get(text, text))
+    except (ValueError, SyntaxError):
+        return key, text  # a word, e.g. mixed_bfloat16
 
 
 if __name__ == "__main__":

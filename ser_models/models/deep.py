@@ -180,7 +180,9 @@ def _head(keras, pooled, n_classes: int, width: int, dropout: float):
     x = keras.layers.Dropout(dropout)(pooled)
     x = keras.layers.Dense(width, activation="relu")(x)
     x = keras.layers.Dropout(dropout)(x)
-    return keras.layers.Dense(n_classes, activation="softmax")(x)
+    # The class probabilities in float32 under any precision (the usual mixed-precision rule: softmax and loss in full
+    # precision); under the default float32 policy this is the same layer as without the argument.
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32")(x)
 
 
 def build_mlp(keras, inputs, n_classes, width, dropout):
@@ -389,7 +391,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
-                 frame_pool=1, seed=0):
+                 frame_pool=1, precision="float32", seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -415,6 +417,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.utterance_norm = utterance_norm
         self.pooling = pooling
         self.frame_pool = frame_pool
+        self.precision = precision
         self.seed = seed
 
     # -- data plumbing
@@ -470,6 +473,14 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
     def _network(self, input_shapes, n_classes: int):
         keras = keras_module()
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision)  # the layers built now compute in it; restored below
+        try:
+            return self._build_network(keras, input_shapes, n_classes)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def _build_network(self, keras, input_shapes, n_classes: int):
         inputs = [keras.Input(shape=shape) for shape in input_shapes]
         # Gaussian noise on the standardised first input while training (a regulariser for the small corpora).
         noisy = [keras.layers.GaussianNoise(self.input_noise)(inputs[0]), *inputs[1:]] if self.input_noise else inputs
@@ -526,6 +537,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if self.schedule not in SCHEDULES or self.averaging not in AVERAGING:
             raise ValueError(f"schedule must be one of {SCHEDULES} and averaging one of {AVERAGING}, "
                              f"got {self.schedule!r} and {self.averaging!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.refit_schedule not in REFIT_SCHEDULES:
             raise ValueError(f"refit_schedule must be one of {REFIT_SCHEDULES}, got {self.refit_schedule!r}")
         if self.pooling not in POOLINGS:
@@ -639,6 +652,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        state.setdefault("precision", "float32")  # models saved before the switch existed
         weights, extra = state.get("model_"), state.get("extra_models_", [])
         self.__dict__.update(state)
         if weights is not None:
@@ -659,6 +673,10 @@ RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", 
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
                    "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant"}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
+# Keras dtype policies a network may train in. "mixed_bfloat16": layers compute in bfloat16 and keep float32 weights
+# (the class probabilities and the loss stay float32); meant for GPUs with bfloat16 units. Not a recipe switch: on the
+# 2-core CPU it is slower (bench/benchmarks/deep_models.py --param precision=mixed_bfloat16 measures it).
+PRECISIONS = ("float32", "mixed_bfloat16")
 # Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
 # validation speakers pick the epoch count, then three networks retrain on every training speaker and
 # `predict_proba` averages their probabilities (the mlp's recipe). Chosen on inner folds (all outer folds, seeds 0
@@ -688,7 +706,8 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 
     register_model(name, family="deep", input=input, description=description, defaults=params,
                    search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"),
-                   version=version, optional={k: v for k, v in RECIPE_SWITCHES.items() if k not in params})(factory)
+                   version=version, optional={k: v for k, v in {**RECIPE_SWITCHES, "precision": "float32"}.items()
+                                              if k not in params})(factory)
 
 
 # The MLP is cheap, so it can afford a second pass: validation speakers pick the epoch
