@@ -20,7 +20,7 @@ from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, select_device
 from bench.saved_models import SavedModelError, choose_model, predict_files
-from bench.suite import SuiteError, load_suite, suite_names
+from bench.suite import MAX_SEED, SuiteError, load_suite, suite_names, valid_budget, valid_seed
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
 from ser_models.feature_cache import ExtractionCrashError
 from ser_models.models import model_names, model_spec
@@ -29,6 +29,27 @@ from ser_models.protocols import ProtocolError, SpeakerLeakError
 
 USER_ERRORS = (BenchError, ModelInputError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError,
                MissingExtraError, SavedModelError, DownloadError, ExtractionCrashError, KeyError)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if not valid_seed(value):
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to {MAX_SEED}, not {text!r}")
+    return value
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if not valid_budget(value):
+        raise argparse.ArgumentTypeError(f"the budget factor is a number above 0 (1 = the registered epochs), "
+                                         f"not {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,14 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", nargs="+", default=[], metavar="NAME", help="only these corpora")
     run.add_argument("--model", nargs="+", default=[], metavar="NAME", help="only these models (or all, classical)")
     run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
-    run.add_argument("--seed", type=int, nargs="+", default=[], help="override the suite's seeds")
+    run.add_argument("--seed", type=_seed, nargs="+", default=[], help="override the suite's seeds")
     run.add_argument("--fresh", action="store_true", help="forget this suite's records and start over")
     run.add_argument("--results-dir", type=Path, default=Path("results"), help="where records and leaderboards go")
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="feature cache, compiled programs in its xla/ (default: $SER_BENCH_CACHE)")
     run.add_argument("--manifest", nargs="+", default=[], metavar="NAME=FILE",
                      help="add a corpus described by a CSV/TSV with columns path, speaker, emotion[, gender]")
-    run.add_argument("--budget", type=float, default=None,
+    run.add_argument("--budget", type=_budget, default=None,
                      help="override the suite's budget factor (deep models' epochs and patience)")
     run.add_argument("--target", choices=["emotion", "gender"], default="emotion",
                      help="what to predict (gender: speaker gender from the corpus metadata)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -103,10 +105,10 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         corpora=tuple(data["corpora"]),
         models=tuple(data["models"]),
         protocols=tuple(data.get("protocols", ("speaker_folds",))),
-        seeds=tuple(int(s) for s in data.get("seeds", (0,))),
+        seeds=_seed_list(data.get("seeds", [0]), default_name, "seeds = [0, 1, 2]"),
         model_seeds=_model_seeds(data.get("model_seeds", {}), default_name),
         publish=bool(data.get("publish", False)),
-        budget=float(data.get("budget", 1.0)),
+        budget=_budget(data.get("budget", 1.0), default_name),
         features=FeatureSpec(**feature_options),
         corpus_options=dict(data.get("corpus_options", {})),
         model_params=_model_params(data.get("model_params", {}), default_name),
@@ -167,10 +169,31 @@ def _model_seeds(seeds: dict, suite: str) -> dict:
                 model_spec(name)
             except KeyError as error:
                 raise SuiteError(f"suite {suite!r}: [model_seeds] {error.args[0]}") from error
-        if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
-            raise SuiteError(f"suite {suite!r}: write [model_seeds] {name} = [0, 1, 2] (a list of integer seeds)")
-        out[name] = tuple(dict.fromkeys(values))
+        out[name] = _seed_list(values, suite, f"[model_seeds] {name} = [0, 1, 2]")
     return out
+
+
+MAX_SEED = 2**32 - 1  # numpy's and Keras' seeds are unsigned 32-bit
+
+
+def valid_seed(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
+def _seed_list(values: object, suite: str, example: str) -> tuple[int, ...]:
+    if not isinstance(values, list | tuple) or not values or not all(valid_seed(v) for v in values):
+        raise SuiteError(f"suite {suite!r}: write {example} (a list of integer seeds from 0 to {MAX_SEED})")
+    return tuple(dict.fromkeys(values))
+
+
+def valid_budget(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _budget(value: object, suite: str) -> float:
+    if not valid_budget(value):
+        raise SuiteError(f"suite {suite!r}: budget must be a number above 0 (1 = the registered epochs), not {value!r}")
+    return float(value)
 
 
 def seeds_for(suite: Suite, model: str) -> tuple[int, ...]:

@@ -122,6 +122,29 @@ def test_suite_errors_are_clear(tmp_path):
     bad.write_text("corpora = [")
     with pytest.raises(SuiteError, match="not valid TOML"):
         load_suite(str(bad))
+    for seeds in ([-1], [2**32], ["0"], [], 0, [True]):
+        with pytest.raises(SuiteError, match="seeds = \\[0, 1, 2\\] \\(a list of integer seeds from 0 to 4294967295"):
+            parse_suite({**TINY, "seeds": seeds}, default_name="x")
+    with pytest.raises(SuiteError, match=r"\[model_seeds\] deep = \[0, 1, 2\]"):
+        parse_suite({**TINY, "model_seeds": {"deep": [0, -2]}}, default_name="x")
+    for budget in (0, -1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(SuiteError, match="budget must be a number above 0"):
+            parse_suite({**TINY, "budget": budget}, default_name="x")
+    assert parse_suite({**TINY, "seeds": [0, 1, 1], "budget": 0.5}, default_name="x").seeds == (0, 1)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--seed", "-1"], "a seed is an integer from 0 to 4294967295, not '-1'"),
+    (["run", "--seed", "1.5"], "a seed is an integer from 0 to 4294967295, not '1.5'"),
+    (["run", "--budget", "0"], "the budget factor is a number above 0"),
+    (["run", "--budget", "nan"], "the budget factor is a number above 0"),
+])
+def test_bad_seed_or_budget_on_the_command_line_is_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
