@@ -595,6 +595,8 @@ def run_suite(options: RunOptions) -> RunSummary:
         corpora += left_out
     folder = options.results_dir / suite.name
     store = RecordStore(folder)
+    if options.scheduler:  # an unreachable scheduler is said now, before --fresh clears anything or features run
+        _dask_client(options.scheduler).close()
     if options.fresh:
         store.clear()
     done = store.recorded_hashes()
@@ -707,14 +709,23 @@ def _backend(options: RunOptions):
     if not options.scheduler:
         yield
         return
+    with _dask_client(options.scheduler) as client, parallel_config(backend="dask"):
+        log.info("running jobs on the Dask cluster at %s (%d workers)", options.scheduler,
+                 len(client.scheduler_info()["workers"]))
+        yield
+
+
+def _dask_client(address: str):
+    """A client of the Dask scheduler at `address`; a missing Dask or an unreachable scheduler is a BenchError."""
     try:
         from dask.distributed import Client
     except ImportError as error:
         raise BenchError("--scheduler needs Dask: pip install -e '.[dask]'") from error
-    with Client(options.scheduler) as client, parallel_config(backend="dask"):
-        log.info("running jobs on the Dask cluster at %s (%d workers)", options.scheduler,
-                 len(client.scheduler_info()["workers"]))
-        yield
+    try:
+        return Client(address)
+    except (OSError, ValueError) as error:  # a refused or timed-out connection, an address without a port
+        raise BenchError(f"cannot reach the Dask scheduler at {address!r} ({error}); start it (`dask scheduler`, "
+                         "then `dask worker ADDRESS` on each machine) or leave out --scheduler") from error
 
 
 def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Dataset]) -> dict[str, str]:

@@ -253,6 +253,19 @@ def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, caps
     assert sorted(r["model"] for r in RecordStore(tmp_path / "r" / "tiny").load()) == ["logreg"] * 2 + ["svm"] * 2
 
 
+def test_an_unreachable_dask_scheduler_is_a_clear_error_before_fresh_clears_anything(tiny_run, capsys):
+    pytest.importorskip("dask.distributed")
+    options, _ = tiny_run
+    records = (options.results_dir / "tiny" / "records.jsonl").read_text()
+    tiny = options.results_dir.parent / "tiny.toml"
+    tiny.write_text('name = "tiny"\ncorpora = ["synthetic"]\nmodels = ["logreg", "svm"]\n')
+    assert main(["run", "--suite", str(tiny), "--results-dir", str(options.results_dir), "--fresh",
+                 "--scheduler", "no-port-here"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Dask scheduler at 'no-port-here'" in err and "Traceback" not in err
+    assert (options.results_dir / "tiny" / "records.jsonl").read_text() == records
+
+
 def test_a_damaged_tuning_storage_is_a_clear_error(tmp_path, capsys):
     suite = tmp_path / "tuned.toml"
     suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg"]\n[tuning.logreg]\ntrials = 2\n')
