@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import logging
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from bench.plots import confusion_figure, cross_corpus_heatmap, learning_curves,
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
 from ser_models.metrics import roc_auc_from_predictions, speaker_bootstrap, speaker_confusions, uar_from_confusion
+
+log = logging.getLogger(__name__)
 
 TOP_MODELS_PER_CLASS_TABLE = 3
 BOOTSTRAP_SEED = 0
@@ -283,10 +286,23 @@ def per_speaker_section(corpus: str, protocol: str, model: str, predictions: pd.
 
 def _predictions(rows: pd.DataFrame, load_predictions) -> pd.DataFrame | None:
     """The stored out-of-fold predictions of these records, concatenated; None when one cannot be read."""
-    try:
-        return pd.concat([load_predictions(key) for key in rows["config_hash"]], ignore_index=True)
-    except (OSError, ValueError, EOFError):
-        return None
+    frames = []
+    for key, n_test in zip(rows["config_hash"], rows["n_test"], strict=True):
+        try:
+            frames.append(load_predictions(key))
+            if len(frames[-1]) != n_test:
+                raise ValueError(f"{len(frames[-1])} rows where the record has {n_test} test utterances")
+        except (OSError, ValueError, EOFError) as error:
+            _unreadable_predictions(key, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            return None
+    return pd.concat(frames, ignore_index=True)
+
+
+@cache  # once per file and report, however many tables and entries read it
+def _unreadable_predictions(key: str, reason: str) -> None:
+    log.warning("the stored predictions of record %s cannot be read (%s): the CI and p-values its rows take part in "
+                "are left out (—). Delete predictions/%s.csv.gz if it is there, and run the same suite again: it "
+                "refits that fold", key, reason, key)
 
 
 def _best_predictions(group: pd.DataFrame, entry: str, load_predictions) -> pd.DataFrame | None:
@@ -417,6 +433,7 @@ def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | N
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
     records = store.load()
     load = store.load_predictions
+    _unreadable_predictions.cache_clear()  # each report names every unreadable file once
     figures = {}
     if records:
         frame = records_frame(records)

@@ -54,6 +54,9 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             os.unlink(tmp)
 
 
+PREDICTION_COLUMNS = {"speaker", "key", "true", "predicted"}  # and p_<label> per class
+
+
 class RecordStore:
     """A folder holding records.jsonl and predictions/<config_hash>.csv.gz."""
 
@@ -122,8 +125,13 @@ class RecordStore:
         return len(old)
 
     def load_predictions(self, key: str) -> pd.DataFrame:
-        """The per-utterance predictions of one record."""
-        return pd.read_csv(self.prediction_path(key))
+        """The per-utterance predictions of one record; ValueError when the file does not hold them."""
+        table = pd.read_csv(self.prediction_path(key))
+        missing = sorted(PREDICTION_COLUMNS - set(table.columns))
+        if missing or table.empty or not any(str(c).startswith("p_") for c in table.columns):
+            raise ValueError(f"predictions/{key}.csv.gz is damaged: {len(table)} rows, "
+                             f"{'no columns ' + str(missing) if missing else 'no probability columns or no rows'}")
+        return table
 
     def clear(self) -> None:
         """Forget every record and prediction (for --fresh)."""

@@ -458,8 +458,14 @@ def _run_votes(options: RunOptions, store: RecordStore, dataset: Dataset, jobs: 
             log.warning("%s %s fold %d: %s not recorded (members %s missing)", job.corpus, job.protocol,
                         job.fold.index, job.model, missing)
             continue
-        outcome = vote_outcome(job.params["members"], [store.load_predictions(h) for h in hashes],
-                               [recorded[h] for h in hashes], labels)
+        try:
+            member_predictions = [store.load_predictions(h) for h in hashes]
+        except (OSError, ValueError, EOFError) as error:
+            log.warning("%s %s fold %d: %s not recorded: a member's stored predictions cannot be read (%s); delete "
+                        "that file and run again to refit the member", job.corpus, job.protocol, job.fold.index,
+                        job.model, error)
+            continue
+        outcome = vote_outcome(job.params["members"], member_predictions, [recorded[h] for h in hashes], labels)
         record, predictions = _record(options, job, dataset, outcome, labels)
         record["params"] = {k: v for k, v in record["params"].items() if k != "member_hashes"}
         store.append(record, predictions)

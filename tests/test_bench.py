@@ -50,6 +50,31 @@ def test_run_writes_records_predictions_and_leaderboard(tiny_run):
     assert "## synthetic — speaker_folds" in text and "logreg" in text and "svm" in text
 
 
+@pytest.mark.parametrize("damage", ["not a predictions table", "truncated"])
+def test_damaged_stored_predictions_leave_their_intervals_out_with_a_warning(tiny_run, tmp_path, caplog, damage):
+    """A predictions file that reads as a table of the wrong shape is refused, never bootstrapped: the CI and
+    p-value cells it feeds are '—', a warning names the record, and nothing else in the leaderboard moves."""
+    import gzip
+
+    options, summary = tiny_run
+    folder = tmp_path / "tiny"
+    shutil.copytree(summary.folder, folder, ignore=shutil.ignore_patterns("figures", "models"))
+    store = RecordStore(folder)
+    key = store.load()[0]["config_hash"]
+    path = store.prediction_path(key)
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+    text = "garbage\n" if damage == "not a predictions table" else "".join(lines[:5])
+    path.write_bytes(gzip.compress(text.encode()))
+    write_leaderboards(store, options.suite)
+    damaged = (folder / "leaderboard.md").read_text()
+    assert f"the stored predictions of record {key} cannot be read" in caplog.text
+    table = [line for line in damaged.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")][:2]
+    assert table and all("| —  " in line for line in table)
+    original = summary.leaderboard.read_text()
+    uar = [line.split("|")[3] for line in original.splitlines() if line.startswith(("| 1 ", "| 2 "))][:2]
+    assert uar == [line.split("|")[3] for line in table]
+
+
 def test_rerun_skips_recorded_folds(tiny_run):
     options, first = tiny_run
     again = run_suite(options)
