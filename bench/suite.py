@@ -11,6 +11,7 @@ except ModuleNotFoundError:  # Python 3.10
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from bench.votes import STORED
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
 from ser_models.ensembles import FEATURE_SETS, check_ensemble_params
@@ -154,6 +155,9 @@ def _model_params(params: dict, suite: str) -> dict:
             spec.check_params(values)
             if spec.family == "ensemble":
                 check_ensemble_params({**spec.defaults, **values})
+            if spec.input == STORED and any("@" in m for m in values.get("members", [])):
+                raise ValueError("a vote over stored predictions averages rows of this table: its members are model "
+                                 "names without @feature_set")
         except (KeyError, ValueError) as error:
             message = error.args[0] if error.args else error
             raise SuiteError(f"suite {suite!r}: [model_params.{name}] {message}") from error

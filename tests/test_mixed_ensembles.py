@@ -56,6 +56,7 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
     ({"mixed_vote": {"member_overrides": {"cnn": {"refit_ful": False}}}},
      r"model 'cnn' has no parameters \['refit_ful'\]"),
     ({"svm": 3}, r"model_params.svm\] write it as a table"),
+    ({"deep_vote": {"members": ["cnn", "svm@compare"]}}, r"members are model names without @feature_set"),
 ])
 def test_a_suite_with_a_bad_model_parameter_is_refused_before_any_fit(params, message):
     """A typo in [model_params] (a parameter, a member, its feature set or its parameters) is a suite error at
