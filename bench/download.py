@@ -52,7 +52,10 @@ CHUNK = 1 << 16
 def _fetch(url: str, part: Path, progress: bool | None, timeout: float) -> None:
     """Append the rest of `url` to `part`, asking the server for the missing range only."""
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    except ValueError as error:  # no scheme, e.g. a bare host name
+        raise DownloadError(f"{url!r} is not a URL ({error}); give a full one, e.g. https://host/file.zip") from error
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if have and response.status != 206:  # the server ignored the range: start over
@@ -139,7 +142,11 @@ def download_corpus(name: str, to: str | Path, *, url: str | None = None, md5: s
     target = to / corpus_info(name).folder
     if target.is_dir() and len(audio_files(target)) == expected:
         return target
-    to.mkdir(parents=True, exist_ok=True)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"cannot create the data root {to} ({error.strerror or error}); choose another --to")\
+            from error
     final = to / archive.filename
     if not final.exists():
         part = final.with_name(final.name + ".part")

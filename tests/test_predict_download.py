@@ -166,3 +166,14 @@ def test_unknown_download_lists_the_available_ones(tmp_path, capsys):
     assert main(["download", "savee", "--to", str(tmp_path)]) == 2
     assert "available: ravdess, emodb" in capsys.readouterr().err
     assert Path(tmp_path).exists()
+
+
+def test_download_with_a_bare_word_for_url_or_an_uncreatable_root_is_one_line(tmp_path, capsys):
+    assert main(["download", "emodb", "--to", str(tmp_path), "--url", "mirror-host"]) == 2
+    err = capsys.readouterr().err
+    assert "'mirror-host' is not a URL" in err and "Traceback" not in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["download", "emodb", "--to", str(blocker / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the data root {blocker / 'data'}" in err and "Traceback" not in err
