@@ -600,6 +600,8 @@ def run_suite(options: RunOptions) -> RunSummary:
     elif left_out:  # a declared manifest is a corpus the suite wants, even when `corpora` does not name it
         corpora += left_out
     folder = options.results_dir / suite.name
+    _writable(folder, "results folder", "--results-dir")
+    _writable(options.cache_dir, "feature cache", "--cache-dir (or SER_BENCH_CACHE)")
     store = RecordStore(folder)
     if options.scheduler:  # an unreachable scheduler is said now, before --fresh clears anything or features run
         _dask_client(options.scheduler).close()
@@ -719,6 +721,17 @@ def _backend(options: RunOptions):
         log.info("running jobs on the Dask cluster at %s (%d workers)", options.scheduler,
                  len(client.scheduler_info()["workers"]))
         yield
+
+
+def _writable(folder: Path, what: str, option: str) -> None:
+    """Create `folder` now, so that a path that cannot hold files is said before any work, not after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as error:
+        raise BenchError(f"cannot write the {what} {folder} ({error.strerror or error}); choose another {option}") \
+            from error
 
 
 def _dask_client(address: str):

@@ -291,6 +291,20 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error_before_fresh_clears_anyt
     assert (options.results_dir / "tiny" / "records.jsonl").read_text() == records
 
 
+def test_a_results_or_cache_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg"]\n')
+    for folders, message in ((["--results-dir", str(blocker / "r"), "--cache-dir", str(tmp_path / "c")],
+                              f"cannot write the results folder {blocker / 'r' / 'tiny'} (Not a directory)"),
+                             (["--results-dir", str(tmp_path / "r"), "--cache-dir", str(blocker / "c")],
+                              f"cannot write the feature cache {blocker / 'c'} (Not a directory)")):
+        assert main(["run", "--suite", str(suite), *folders]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 def test_a_damaged_tuning_storage_is_a_clear_error(tmp_path, capsys):
     suite = tmp_path / "tuned.toml"
     suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg"]\n[tuning.logreg]\ntrials = 2\n')
