@@ -31,25 +31,22 @@ USER_ERRORS = (BenchError, ModelInputError, SuiteError, CorpusNotFoundError, Man
                MissingExtraError, SavedModelError, DownloadError, ExtractionCrashError, KeyError)
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if not valid_seed(value):
-        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to {MAX_SEED}, not {text!r}")
-    return value
+def _checked(convert, valid, what: str):
+    """An argparse type: `convert` the text, then refuse a value `valid` rejects, saying `what` it should be."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{what}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _budget(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if not valid_budget(value):
-        raise argparse.ArgumentTypeError(f"the budget factor is a number above 0 (1 = the registered epochs), "
-                                         f"not {text!r}")
-    return value
+_seed = _checked(int, valid_seed, f"a seed is an integer from 0 to {MAX_SEED}")
+_budget = _checked(float, valid_budget, "the budget factor is a number above 0 (1 = the registered epochs)")
 
 
 def _parser() -> argparse.ArgumentParser:
