@@ -110,3 +110,29 @@ def test_mixed_ensembles_are_registered_with_every_frame_model_as_one_network():
         assert {"cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"} == set(frame_members)
         assert all(defaults["member_overrides"][m] == {"refit_full": False} for m in frame_members)
         assert defaults["selection"] == "greedy"
+
+
+def test_stacking_meta_benchmark_fits_on_inner_training_speakers_only(monkeypatch):
+    """The meta-learner benchmark scores held-out inner speakers with members and meta-learners that never saw them."""
+    from bench.benchmarks import stacking_meta
+
+    seen = []
+    original_fit, original_oof = stacking_meta._fit_member, stacking_meta._out_of_fold
+
+    def fit_spy(name, params, seed, x, y, groups):
+        seen.append(set(groups))
+        return original_fit(name, params, seed, x, y, groups)
+
+    def oof_spy(name, params, seed, x, y, groups, splits, classes):
+        seen.append(set(groups))
+        return original_oof(name, params, seed, x, y, groups, splits, classes)
+
+    monkeypatch.setattr(stacking_meta, "_fit_member", fit_spy)
+    monkeypatch.setattr(stacking_meta, "_out_of_fold", oof_spy)
+    x = toy_vectors()
+    held = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    scores = stacking_meta._scores(x, LABELS, SPEAKERS, np.flatnonzero(~held), np.flatnonzero(held),
+                                   ["logreg", "svm"], seed=0)
+    assert set(scores) == {"soft vote (reference)", *stacking_meta.META}
+    assert all(0.0 <= uar <= 1.0 for uar in scores.values())
+    assert len(seen) == 4 and all(not groups & set(SPEAKERS[held]) for groups in seen)
