@@ -697,8 +697,8 @@ def run_suite(options: RunOptions) -> RunSummary:
             except FitFailedError as error:
                 log.debug("the failed fit's traceback", exc_info=error)
                 raise BenchError(
-                    f"training on {dataset.name}: {error}. {trained} fits of this run are recorded and will be "
-                    "reused when the same command runs again (-v shows the traceback)"
+                    f"training on {dataset.name}: {str(error).rstrip('.')}. Every finished fit is recorded ({trained} "
+                    "in this run) and the same command continues from them (-v shows the traceback)"
                 ) from error
             finally:
                 bar.close()

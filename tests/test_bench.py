@@ -270,7 +270,7 @@ def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, caps
     assert main(command) == 2
     err = capsys.readouterr().err
     assert "svm speaker_folds fold 0 seed 0 failed: LinAlgError: SVD did not converge" in err
-    assert "2 fits of this run are recorded" in err and "Traceback" not in err
+    assert "Every finished fit is recorded (2 in this run)" in err and "Traceback" not in err
     records = RecordStore(tmp_path / "r" / "tiny").load()
     assert sorted(r["model"] for r in records) == ["logreg", "logreg"]
     monkeypatch.setattr(runner, "fit_and_predict", original)
