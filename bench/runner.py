@@ -634,7 +634,6 @@ def run_suite(options: RunOptions) -> RunSummary:
             skipped_rows += [{"corpus": f"{corpus} ({feature_set})", **row}
                              for row in variant_sets[(corpus, feature_set)].skipped if row["path"] not in known]
     storage = options.storage or f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}"
-    folder.mkdir(parents=True, exist_ok=True)
     if suite.tuning:
         try:
             prepare_storage(storage)
