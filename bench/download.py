@@ -7,6 +7,7 @@ import http.client
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -47,11 +48,16 @@ ARCHIVES = {
     ),
 }
 CHUNK = 1 << 16
+SCHEMES = ("http", "https", "ftp", "file")  # what urllib fetches
 
 
 def _fetch(url: str, part: Path, progress: bool | None, timeout: float) -> None:
     """Append the rest of `url` to `part`, asking the server for the missing range only."""
     have = part.stat().st_size if part.exists() else 0
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme and scheme not in SCHEMES:  # a retry cannot help: say so instead of "run again to resume"
+        raise DownloadError(f"{url!r}: cannot fetch a {scheme}:// address; give an {', '.join(SCHEMES[:-1])} "
+                            f"or {SCHEMES[-1]} URL")
     try:
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     except ValueError as error:  # no scheme, e.g. a bare host name

@@ -172,6 +172,9 @@ def test_download_with_a_bare_word_for_url_or_an_uncreatable_root_is_one_line(tm
     assert main(["download", "emodb", "--to", str(tmp_path), "--url", "mirror-host"]) == 2
     err = capsys.readouterr().err
     assert "'mirror-host' is not a URL" in err and "Traceback" not in err
+    assert main(["download", "emodb", "--to", str(tmp_path), "--url", "ftp2://mirror/emodb.zip"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot fetch a ftp2:// address" in err and "run the same command again" not in err
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(["download", "emodb", "--to", str(blocker / "data")]) == 2
