@@ -11,7 +11,8 @@ and deep members mix over the same cached features. Inside the outer training fo
    (Caruana et al., 2004), and refits them on the whole outer training fold;
 4. combines them: mean probabilities (soft), majority vote (hard), inner-UAR-weighted mean
    (weighted), or a logistic-regression meta-learner trained on the out-of-fold probabilities
-   (stacking); after greedy selection, soft voting weights each member by the times it was added.
+   (stacking; class-balanced by default, `meta_class_weight`); after greedy selection, soft voting
+   weights each member by the times it was added.
    Nothing it fits ever sees an outer-test speaker.
 
 `member_overrides` sets parameters of named members on top of their own (e.g. one early-stopped
@@ -95,12 +96,17 @@ class MultiInput:
 
 
 SELECTIONS = ("top_k", "greedy")
+META_CLASS_WEIGHTS = {"balanced": "balanced", "none": None}  # suite value -> LogisticRegression(class_weight=)
 
 
 def check_selection(params: dict) -> None:
-    """Refuse an unknown member `selection` before any fit (a suite's typo is not a traceback hours in)."""
+    """Refuse an unknown member `selection` or meta-learner class weighting before any fit (a suite's typo is
+    not a traceback hours in)."""
     if params.get("selection", "top_k") not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {params['selection']!r}")
+    if params.get("meta_class_weight", "balanced") not in META_CLASS_WEIGHTS:
+        raise ValueError(f"meta_class_weight must be one of {', '.join(map(repr, META_CLASS_WEIGHTS))}, "
+                         f"not {params['meta_class_weight']!r}")
 
 
 def check_ensemble_params(params: dict) -> None:
@@ -147,17 +153,18 @@ def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndar
     return counts
 
 
-def _fit_member(name: str, params: dict, seed: int, x, y, groups):
+def fit_member(name: str, params: dict, seed: int, x, y, groups):
+    """Member `name` ("model" or "model@feature_set") built with `params` and fitted on these rows."""
     spec = model_spec(member_feature_set(name)[0])
     estimator = spec.build(seed=seed, **params)
     return estimator.fit(x, y, **({"groups": groups} if spec.fit_groups else {}))
 
 
-def _out_of_fold(name: str, params: dict, seed: int, x, y, groups, splits, classes) -> np.ndarray:
+def out_of_fold(name: str, params: dict, seed: int, x, y, groups, splits, classes) -> np.ndarray:
     """Probabilities of every training row from the member fitted without that row's speakers."""
     probabilities = np.zeros((len(y), len(classes)))
     for train, held_out in splits:
-        member = _fit_member(name, params, seed, x[train], y[train], groups[train])
+        member = fit_member(name, params, seed, x[train], y[train], groups[train])
         columns = [list(classes).index(c) for c in member.classes_]
         probabilities[np.ix_(held_out, columns)] = member.predict_proba(x[held_out])
     return probabilities
@@ -167,8 +174,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     """Soft, hard or weighted voting, or stacking, over registered member models."""
 
     def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, selection="top_k",
-                 greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None, meta_C=1.0, seed=0,
-                 cache_dir=None):
+                 greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None, meta_C=1.0,
+                 meta_class_weight="balanced", seed=0, cache_dir=None):
         self.method = method
         self.members = members
         self.top_k = top_k
@@ -178,14 +185,15 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.member_params = member_params
         self.member_overrides = member_overrides
         self.meta_C = meta_C
+        self.meta_class_weight = meta_class_weight
         self.seed = seed
         self.cache_dir = cache_dir
 
     def fit(self, X: MultiInput, y, groups):
-        check_selection({"selection": self.selection})
+        check_selection({"selection": self.selection, "meta_class_weight": self.meta_class_weight})
         y, groups = np.asarray(y), np.asarray(groups)
         memory = Memory(self.cache_dir, verbose=0)
-        out_of_fold, fit_member = memory.cache(_out_of_fold), memory.cache(_fit_member)
+        cached_out_of_fold, cached_fit = memory.cache(out_of_fold), memory.cache(fit_member)
         self.classes_ = np.unique(y)
         splits = inner_speaker_folds(y, groups, self.inner_folds, self.seed)
         self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for _, held_out in splits]
@@ -193,8 +201,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                   for name in self.members}
         oof, inner_uar = {}, {}
         for name in self.members:
-            oof[name] = out_of_fold(name, params[name], self.seed, X.for_model(name), y, groups, splits,
-                                    self.classes_)
+            oof[name] = cached_out_of_fold(name, params[name], self.seed, X.for_model(name), y, groups, splits,
+                                           self.classes_)
             with warnings.catch_warnings():  # a member may predict a class no training row of a fold has
                 warnings.simplefilter("ignore", UserWarning)
                 inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
@@ -206,11 +214,12 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
             counts = dict.fromkeys(self.chosen_, 1)
         self.inner_uar_ = inner_uar
-        self.members_ = {n: fit_member(n, params[n], self.seed, X.for_model(n), y, groups) for n in self.chosen_}
+        self.members_ = {n: cached_fit(n, params[n], self.seed, X.for_model(n), y, groups) for n in self.chosen_}
         weights = np.array([inner_uar[n] if self.method == "weighted" else counts[n] for n in self.chosen_], float)
         self.weights_ = weights / weights.sum()
         if self.method == "stacking":
-            self.meta_ = LogisticRegression(C=self.meta_C, max_iter=3000, random_state=self.seed)
+            self.meta_ = LogisticRegression(C=self.meta_C, class_weight=META_CLASS_WEIGHTS[self.meta_class_weight],
+                                            max_iter=3000, random_state=self.seed)
             self.meta_.fit(np.hstack([oof[n] for n in self.chosen_]), y)  # out-of-fold rows of training speakers
         self.validation_speakers_ = []
         return self
@@ -245,6 +254,16 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 DEFAULT_MEMBERS = ("logreg", "svm", "xgboost", "mlp")
+
+
+def _meta_defaults(method: str) -> dict:
+    """A stacking row records its meta-learner's class weighting (it enters the config hash); votes have none.
+
+    Balanced: it beat the unweighted meta-learner on held-out inner speakers of RAVDESS and URDU
+    (bench/benchmarks/stacking_meta.md); no outer test fold took part in the choice.
+    """
+    return {"meta_class_weight": "balanced"} if method == "stacking" else {}
+
 for _name, _method, _description in (
     ("soft_vote", "soft", "soft voting: mean member probabilities"),
     ("hard_vote", "hard", "hard voting: majority of member predictions"),
@@ -253,7 +272,8 @@ for _name, _method, _description in (
 ):
     register_model(
         _name, family="ensemble", input="multi", description=_description, fit_groups=True,
-        defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {}},
+        defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {},
+                  **_meta_defaults(_method)},
         search_space=lambda trial: {"top_k": trial.suggest_int("top_k", 2, len(DEFAULT_MEMBERS))},
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))
 
@@ -269,6 +289,6 @@ for _name, _method, _description in (
         _name, family="ensemble", input="multi", description=_description, fit_groups=True,
         defaults={"members": [*DEFAULT_MEMBERS, *FRAME_MEMBERS], "selection": "greedy", "greedy_steps": 10,
                   "inner_folds": 3, "member_params": {},
-                  "member_overrides": {n: {"refit_full": False} for n in FRAME_MEMBERS}},
+                  "member_overrides": {n: {"refit_full": False} for n in FRAME_MEMBERS}, **_meta_defaults(_method)},
         search_space=lambda trial: {"greedy_steps": trial.suggest_int("greedy_steps", 1, 10)},
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))

@@ -57,6 +57,8 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
      r"model 'cnn' has no parameters \['refit_ful'\]"),
     ({"svm": 3}, r"model_params.svm\] write it as a table"),
     ({"deep_vote": {"members": ["cnn", "svm@compare"]}}, r"members are model names without @feature_set"),
+    ({"stacking": {"meta_class_weight": "auto"}}, r"meta_class_weight must be one of 'balanced', 'none'"),
+    ({"soft_vote": {"meta_class_weight": "balanced"}}, r"model 'soft_vote' has no parameters \['meta_class_weight'\]"),
 ])
 def test_a_suite_with_a_bad_model_parameter_is_refused_before_any_fit(params, message):
     """A typo in [model_params] (a parameter, a member, its feature set or its parameters) is a suite error at
@@ -77,13 +79,13 @@ def test_mixed_ensemble_fits_only_training_speakers_and_applies_member_overrides
     """Instrumented: every member fit inside the ensemble (inner folds and refits) sees training speakers only,
     the frame member trains with its override, and the weights are the greedy counts."""
     calls = []
-    original = ensembles._fit_member
+    original = ensembles.fit_member
 
     def spy(name, params, seed, x, y, groups):
         calls.append((name, dict(params), set(groups)))
         return original(name, params, seed, x, y, groups)
 
-    monkeypatch.setattr(ensembles, "_fit_member", spy)
+    monkeypatch.setattr(ensembles, "fit_member", spy)
     x = MultiInput(toy_vectors(), toy_frames())
     test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
     small = {"epochs": 2, "width": 8, "batch_size": 16}
@@ -112,12 +114,33 @@ def test_mixed_ensembles_are_registered_with_every_frame_model_as_one_network():
         assert defaults["selection"] == "greedy"
 
 
+def test_stacking_meta_learner_is_class_balanced_by_default_and_recorded(tmp_path):
+    """The registered stacking rows record the meta-learner's class weighting (so it is in their config hash) and
+    fit it; on training rows where one class is rare, balancing raises that class's share of the predictions."""
+    assert model_spec("stacking").defaults["meta_class_weight"] == "balanced"
+    assert model_spec("mixed_stacking").defaults["meta_class_weight"] == "balanced"
+    assert "meta_class_weight" not in model_spec("soft_vote").defaults  # a vote has no meta-learner
+    x, rng = MultiInput(toy_vectors()), np.random.default_rng(0)
+    rare = LABELS == LABELS[0]
+    keep = ~rare | (rng.random(len(LABELS)) < 0.25)  # three quarters of one class's training rows dropped
+    test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    train = keep & ~test
+    fitted = {}
+    for weighting in ("balanced", "none"):
+        model = model_spec("stacking").build(seed=0, members=["logreg", "svm"], meta_class_weight=weighting)
+        model.set_params(cache_dir=str(tmp_path))
+        fitted[weighting] = model.fit(x[train], LABELS[train], SPEAKERS[train])
+    assert fitted["balanced"].meta_.class_weight == "balanced" and fitted["none"].meta_.class_weight is None
+    share = {w: (m.predict(x[test]) == LABELS[0]).mean() for w, m in fitted.items()}
+    assert share["balanced"] > share["none"]
+
+
 def test_stacking_meta_benchmark_fits_on_inner_training_speakers_only(monkeypatch):
     """The meta-learner benchmark scores held-out inner speakers with members and meta-learners that never saw them."""
     from bench.benchmarks import stacking_meta
 
     seen = []
-    original_fit, original_oof = stacking_meta._fit_member, stacking_meta._out_of_fold
+    original_fit, original_oof = stacking_meta.fit_member, stacking_meta.out_of_fold
 
     def fit_spy(name, params, seed, x, y, groups):
         seen.append(set(groups))
@@ -127,8 +150,8 @@ def test_stacking_meta_benchmark_fits_on_inner_training_speakers_only(monkeypatc
         seen.append(set(groups))
         return original_oof(name, params, seed, x, y, groups, splits, classes)
 
-    monkeypatch.setattr(stacking_meta, "_fit_member", fit_spy)
-    monkeypatch.setattr(stacking_meta, "_out_of_fold", oof_spy)
+    monkeypatch.setattr(stacking_meta, "fit_member", fit_spy)
+    monkeypatch.setattr(stacking_meta, "out_of_fold", oof_spy)
     x = toy_vectors()
     held = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
     scores = stacking_meta._scores(x, LABELS, SPEAKERS, np.flatnonzero(~held), np.flatnonzero(held),

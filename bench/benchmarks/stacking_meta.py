@@ -7,9 +7,10 @@ For every outer training fold of `speaker_folds` (seed 0), its speakers are spli
 inner folds. On each inner split, the members are fitted as the stacking row fits them on an outer
 training fold (out-of-fold probabilities from 3 speaker-grouped folds of the inner training speakers,
 then a refit on all of them), and every meta-learner below is scored by UAR on the held-out inner
-speakers. The outer test speakers are never scored. Meta-learners: the registered one (logistic
-regression, C = 1, on the concatenated probabilities), the same with balanced class weights, with C = 0.1,
-on log-probabilities, and the plain mean of the members' probabilities (soft voting) for reference.
+speakers. The outer test speakers are never scored. Meta-learners: logistic regression, C = 1, on the
+concatenated probabilities (registered until this benchmark chose the next one), the same with balanced class
+weights (registered since), with C = 0.1, on log-probabilities, and the plain mean of the members'
+probabilities (soft voting) for reference.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.runner import default_cache_dir
 from ser_models.corpora import corpus_info, load_corpus
-from ser_models.ensembles import _fit_member, _out_of_fold
+from ser_models.ensembles import fit_member, out_of_fold
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds
 
 # name -> (C, class_weight, input transform); "soft vote" is the mean of the members' probabilities.
-META = {"logreg C=1 (registered)": (1.0, None, "p"), "logreg C=1 balanced": (1.0, "balanced", "p"),
+META = {"logreg C=1": (1.0, None, "p"), "logreg C=1 balanced (registered)": (1.0, "balanced", "p"),
         "logreg C=0.1": (0.1, None, "p"), "logreg C=1 on log p": (1.0, None, "log p")}
 
 
@@ -50,8 +51,8 @@ def _scores(x, y, groups, inner_train, held_out, members: list[str], seed: int) 
     splits = inner_speaker_folds(y_a, g_a, 3, seed)
     oof, held = [], []
     for name in members:
-        oof.append(_out_of_fold(name, {}, seed, x_a, y_a, g_a, splits, classes))
-        member = _fit_member(name, {}, seed, x_a, y_a, g_a)
+        oof.append(out_of_fold(name, {}, seed, x_a, y_a, g_a, splits, classes))
+        member = fit_member(name, {}, seed, x_a, y_a, g_a)
         probabilities = np.zeros((len(held_out), len(classes)))
         probabilities[:, [list(classes).index(c) for c in member.classes_]] = member.predict_proba(x[held_out])
         held.append(probabilities)
