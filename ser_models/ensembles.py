@@ -99,7 +99,7 @@ SELECTIONS = ("top_k", "greedy")
 META_CLASS_WEIGHTS = {"balanced": "balanced", "none": None}  # suite value -> LogisticRegression(class_weight=)
 
 
-def check_selection(params: dict) -> None:
+def check_choices(params: dict) -> None:
     """Refuse an unknown member `selection` or meta-learner class weighting before any fit (a suite's typo is
     not a traceback hours in)."""
     if params.get("selection", "top_k") not in SELECTIONS:
@@ -112,7 +112,7 @@ def check_selection(params: dict) -> None:
 def check_ensemble_params(params: dict) -> None:
     """Refuse, before any fit, an unknown selection, member model or feature set, or a parameter a member
     does not take in `member_params` / `member_overrides` (KeyError: an unknown model; ValueError: the rest)."""
-    check_selection(params)
+    check_choices(params)
     members = params.get("members", [])
     if not isinstance(members, list | tuple) or not members or not all(isinstance(m, str) for m in members):
         raise ValueError("members must be a non-empty list of model names, e.g. [\"logreg\", \"svm@compare\"]")
@@ -190,7 +190,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.cache_dir = cache_dir
 
     def fit(self, X: MultiInput, y, groups):
-        check_selection({"selection": self.selection, "meta_class_weight": self.meta_class_weight})
+        check_choices({"selection": self.selection, "meta_class_weight": self.meta_class_weight})
         y, groups = np.asarray(y), np.asarray(groups)
         memory = Memory(self.cache_dir, verbose=0)
         cached_out_of_fold, cached_fit = memory.cache(out_of_fold), memory.cache(fit_member)
@@ -263,6 +263,7 @@ def _meta_defaults(method: str) -> dict:
     (bench/benchmarks/stacking_meta.md); no outer test fold took part in the choice.
     """
     return {"meta_class_weight": "balanced"} if method == "stacking" else {}
+
 
 for _name, _method, _description in (
     ("soft_vote", "soft", "soft voting: mean member probabilities"),
