@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, parallel_config
+from joblib import Memory, Parallel, delayed, parallel_config
 from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from tqdm.auto import tqdm
 
@@ -28,7 +28,7 @@ from bench.saved_models import save_best_model
 from bench.suite import Suite, seeds_for
 from bench.votes import STORED, is_vote, vote_outcome
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
-from ser_models.ensembles import member_feature_set
+from ser_models.ensembles import member_feature_set, timed_fit
 from ser_models.feature_cache import FeatureSet, default_cache_dir, extract_features
 from ser_models.features import FeatureSpec
 from ser_models.metrics import classification_metrics, roc_auc
@@ -197,20 +197,32 @@ def _fit_job(label: str, *args, **kwargs) -> dict:
 
 def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test, *,
                     tuning: dict | None = None, storage: str | None = None, study: str | None = None,
-                    cache_dir: str | None = None) -> dict:
-    """Train one model on one fold's training rows (tuned first on inner folds of them) and predict its test rows."""
+                    cache_dir: str | None = None, share_fit: bool = False) -> dict:
+    """Train one model on one fold's training rows (tuned first on inner folds of them) and predict its test rows.
+
+    `share_fit`: an ensemble of this run refits this model as a member with the same parameters, so the fit is
+    memoised in `cache_dir` beside the ensembles' and whichever of the two comes second loads it; the row then
+    records the seconds the fit took when it was trained, and `fit_reused`.
+    """
     spec = model_spec(model)
     tuned = None
     if tuning:
         tuned = tune(model, x_train, y_train, groups_train, n_trials=tuning["trials"], timeout=tuning.get("timeout"),
                      seed=seed, storage=storage, study_name=study, base_params=params)
         params = tuned.params
-    estimator = spec.build(seed=seed, **params)
-    if "cache_dir" in estimator.get_params():  # ensembles share their members' inner work through it
-        estimator.set_params(cache_dir=cache_dir)
-    start = time.perf_counter()
-    estimator.fit(x_train, y_train, **({"groups": groups_train} if spec.fit_groups else {}))
-    fit_seconds = time.perf_counter() - start
+    reused = False
+    if share_fit and cache_dir and tuned is None:
+        called_at = time.time()
+        fitted = Memory(cache_dir, verbose=0).cache(timed_fit)(model, params, seed, x_train, y_train, groups_train,
+                                                                version=spec.version)
+        estimator, fit_seconds, reused = fitted.estimator, fitted.seconds, fitted.finished < called_at
+    else:
+        estimator = spec.build(seed=seed, **params)
+        if "cache_dir" in estimator.get_params():  # ensembles share their members' inner work through it
+            estimator.set_params(cache_dir=cache_dir)
+        start = time.perf_counter()
+        estimator.fit(x_train, y_train, **({"groups": groups_train} if spec.fit_groups else {}))
+        fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     predicted = estimator.predict(x_test)
     probabilities = estimator.predict_proba(x_test)
@@ -218,7 +230,7 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
     threads = xla_threads() if spec.family != "classical" else None
     return {"predicted": np.asarray(predicted), "probabilities": probabilities,
             "classes": [str(c) for c in estimator.classes_], "xla_threads": threads,
-            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+            "fit_seconds": fit_seconds, "fit_reused": reused, "predict_seconds": predict_seconds,
             "validation_speakers": list(getattr(estimator, "validation_speakers_", [])),
             "inner_speakers": (tuned.inner_speakers if tuned else []) + list(getattr(estimator, "inner_speakers_", [])),
             "tuning": None if tuned is None else {"params": tuned.params, "trials": tuned.n_trials,
@@ -364,6 +376,23 @@ def model_params(suite: Suite, model: str) -> dict:
     if model_spec(model).family == "ensemble" and not is_vote(model):
         params["member_params"] = {m: model_params(suite, member_feature_set(m)[0]) for m in params["members"]}
     return params
+
+
+def shared_fits(suite: Suite, models: list[str]) -> dict[str, set[str]]:
+    """Per protocol, the models whose own rows an ensemble among `models` refits under that protocol as a chosen
+    member with the same parameters (no member override applies to its refits): each such fit is trained once."""
+    shared: dict[str, set[str]] = {}
+    for protocol in suite.protocols:
+        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
+        for model in models:
+            if model not in allowed or model_spec(model).family != "ensemble" or is_vote(model):
+                continue
+            params = model_params(suite, model)
+            registered = params.get("refit_members", "candidate") == "registered"
+            overrides = {} if registered else params.get("member_overrides") or {}
+            shared.setdefault(protocol, set()).update(
+                member_feature_set(m)[0] for m in params["members"] if not overrides.get(m))
+    return shared
 
 
 def member_feature_sets(suite: Suite, models: list[str]) -> list[str]:
@@ -519,6 +548,7 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
         **({"tuning": outcome["tuning"]} if outcome["tuning"] else {}),
         **({"ensemble": outcome["ensemble"]} if outcome["ensemble"] else {}),
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
+        **({"fit_reused": True} if outcome.get("fit_reused") else {}),  # trained earlier, as an ensemble's member
         **({"xla_threads": outcome["xla_threads"]} if outcome.get("xla_threads") else {}),
         "params": job.params, "model_version": model_spec(job.model).version,
         "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
@@ -641,6 +671,7 @@ def run_suite(options: RunOptions) -> RunSummary:
             raise BenchError(str(error)) from error
     datasets = plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets)
     main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
+    shared = shared_fits(options.suite, models)  # also across tables: a ComParE row and an "svm@compare" refit
     for dataset in datasets:
         features = dataset.features
         jobs, reused_here, planned = _plan_jobs(options, dataset, models, done)
@@ -664,6 +695,7 @@ def run_suite(options: RunOptions) -> RunSummary:
                 study=f"{suite.name}-{dataset.name}-{job.protocol}-{job.model}-fold{job.fold.index}-seed{job.seed}"
                       f"-{job.key[:8]}",
                 cache_dir=str(options.cache_dir / "ensembles"),
+                share_fit=len(dataset.corpora) == 1 and job.model in shared.get(job.protocol, ()),
             )
             for job in jobs
         )

@@ -16,15 +16,21 @@ and deep members mix over the same cached features. Inside the outer training fo
    Nothing it fits ever sees an outer-test speaker.
 
 `member_overrides` sets parameters of named members on top of their own (e.g. one early-stopped
-network for a frame model, instead of its registered recipe of three refitted ones).
+network for a frame model, instead of its registered recipe of three refitted ones). With
+`refit_members="candidate"` (the default) the chosen members are refitted as they were scored on
+the inner folds, overrides included; with `"registered"` the overrides apply to the inner folds
+only, and the chosen members are refitted with their own parameters, i.e. as their own rows.
 
 Inner results and refits are memoised on disk (`cache_dir`), so the ensemble kinds on one
-fold share their members' work.
+fold share their members' work; the runner memoises a candidate's own row there too
+(`timed_fit`), so a member refitted as its row is trained once.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from joblib import Memory
@@ -96,14 +102,17 @@ class MultiInput:
 
 
 SELECTIONS = ("top_k", "greedy")
+REFITS = ("candidate", "registered")  # the chosen members refitted as scored (overrides included), or as their rows
 META_CLASS_WEIGHTS = {"balanced": "balanced", "none": None}  # suite value -> LogisticRegression(class_weight=)
 
 
 def check_choices(params: dict) -> None:
-    """Refuse an unknown member `selection` or meta-learner class weighting before any fit (a suite's typo is
-    not a traceback hours in)."""
+    """Refuse an unknown member `selection`, refit or meta-learner class weighting before any fit (a suite's typo
+    is not a traceback hours in)."""
     if params.get("selection", "top_k") not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {params['selection']!r}")
+    if params.get("refit_members", "candidate") not in REFITS:
+        raise ValueError(f"refit_members must be one of {', '.join(REFITS)}, not {params['refit_members']!r}")
     if params.get("meta_class_weight", "balanced") not in META_CLASS_WEIGHTS:
         raise ValueError(f"meta_class_weight must be one of {', '.join(map(repr, META_CLASS_WEIGHTS))}, "
                          f"not {params['meta_class_weight']!r}")
@@ -160,6 +169,27 @@ def fit_member(name: str, params: dict, seed: int, x, y, groups):
     return estimator.fit(x, y, **({"groups": groups} if spec.fit_groups else {}))
 
 
+@dataclass
+class TimedFit:
+    """A fitted model, the seconds its fit took, and when it finished (time.time())."""
+
+    estimator: object
+    seconds: float
+    finished: float
+
+
+def timed_fit(model: str, params: dict, seed: int, x, y, groups, *, version: int = 1) -> TimedFit:
+    """`model` (a registered name) built with `params` and fitted on these rows, timed.
+
+    The runner (a candidate's own row) and the ensembles (a chosen member's refit) memoise this one function on
+    disk, so the same fit on the same rows is trained once; `version`, the model's registered version, is only
+    part of the memo key, so a changed model is never served an older one's fit.
+    """
+    start = time.perf_counter()
+    estimator = fit_member(model, params, seed, x, y, groups)
+    return TimedFit(estimator, time.perf_counter() - start, time.time())
+
+
 def out_of_fold(name: str, params: dict, seed: int, x, y, groups, splits, classes) -> np.ndarray:
     """Probabilities of every training row from the member fitted without that row's speakers."""
     probabilities = np.zeros((len(y), len(classes)))
@@ -174,8 +204,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     """Soft, hard or weighted voting, or stacking, over registered member models."""
 
     def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, selection="top_k",
-                 greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None, meta_C=1.0,
-                 meta_class_weight="balanced", seed=0, cache_dir=None):
+                 greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None,
+                 refit_members="candidate", meta_C=1.0, meta_class_weight="balanced", seed=0, cache_dir=None):
         self.method = method
         self.members = members
         self.top_k = top_k
@@ -184,16 +214,18 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.inner_folds = inner_folds
         self.member_params = member_params
         self.member_overrides = member_overrides
+        self.refit_members = refit_members
         self.meta_C = meta_C
         self.meta_class_weight = meta_class_weight
         self.seed = seed
         self.cache_dir = cache_dir
 
     def fit(self, X: MultiInput, y, groups):
-        check_choices({"selection": self.selection, "meta_class_weight": self.meta_class_weight})
+        check_choices({"selection": self.selection, "refit_members": self.refit_members,
+                       "meta_class_weight": self.meta_class_weight})
         y, groups = np.asarray(y), np.asarray(groups)
         memory = Memory(self.cache_dir, verbose=0)
-        cached_out_of_fold, cached_fit = memory.cache(out_of_fold), memory.cache(fit_member)
+        cached_out_of_fold, cached_fit = memory.cache(out_of_fold), memory.cache(timed_fit)
         self.classes_ = np.unique(y)
         splits = inner_speaker_folds(y, groups, self.inner_folds, self.seed)
         self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for _, held_out in splits]
@@ -214,7 +246,13 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
             counts = dict.fromkeys(self.chosen_, 1)
         self.inner_uar_ = inner_uar
-        self.members_ = {n: cached_fit(n, params[n], self.seed, X.for_model(n), y, groups) for n in self.chosen_}
+        if self.refit_members == "registered":  # the overrides were for the inner folds; refit as the members' rows
+            params = {name: dict((self.member_params or {}).get(name, {})) for name in self.members}
+        self.members_ = {}
+        for name in self.chosen_:
+            model = member_feature_set(name)[0]
+            self.members_[name] = cached_fit(model, params[name], self.seed, X.for_model(name), y, groups,
+                                             version=model_spec(model).version).estimator
         weights = np.array([inner_uar[n] if self.method == "weighted" else counts[n] for n in self.chosen_], float)
         self.weights_ = weights / weights.sum()
         if self.method == "stacking":
@@ -254,6 +292,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 DEFAULT_MEMBERS = ("logreg", "svm", "xgboost", "mlp")
+_OPTIONAL = {"refit_members": "candidate"}  # stored only when a suite sets it: recorded rows keep their hash
 
 
 def _meta_defaults(method: str) -> dict:
@@ -275,7 +314,7 @@ for _name, _method, _description in (
         _name, family="ensemble", input="multi", description=_description, fit_groups=True,
         defaults={"members": list(DEFAULT_MEMBERS), "top_k": 0, "inner_folds": 3, "member_params": {},
                   **_meta_defaults(_method)},
-        search_space=lambda trial: {"top_k": trial.suggest_int("top_k", 2, len(DEFAULT_MEMBERS))},
+        search_space=lambda trial: {"top_k": trial.suggest_int("top_k", 2, len(DEFAULT_MEMBERS))}, optional=_OPTIONAL,
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))
 
 # Classical and deep candidates together, chosen by greedy forward selection on the inner folds. The networks that
@@ -291,5 +330,5 @@ for _name, _method, _description in (
         defaults={"members": [*DEFAULT_MEMBERS, *FRAME_MEMBERS], "selection": "greedy", "greedy_steps": 10,
                   "inner_folds": 3, "member_params": {},
                   "member_overrides": {n: {"refit_full": False} for n in FRAME_MEMBERS}, **_meta_defaults(_method)},
-        search_space=lambda trial: {"greedy_steps": trial.suggest_int("greedy_steps", 1, 10)},
+        search_space=lambda trial: {"greedy_steps": trial.suggest_int("greedy_steps", 1, 10)}, optional=_OPTIONAL,
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))

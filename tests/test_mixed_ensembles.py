@@ -59,6 +59,7 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
     ({"deep_vote": {"members": ["cnn", "svm@compare"]}}, r"members are model names without @feature_set"),
     ({"stacking": {"meta_class_weight": "auto"}}, r"meta_class_weight must be one of 'balanced', 'none'"),
     ({"soft_vote": {"meta_class_weight": "balanced"}}, r"model 'soft_vote' has no parameters \['meta_class_weight'\]"),
+    ({"mixed_vote": {"refit_members": "all"}}, r"refit_members must be one of candidate, registered, not 'all'"),
 ])
 def test_a_suite_with_a_bad_model_parameter_is_refused_before_any_fit(params, message):
     """A typo in [model_params] (a parameter, a member, its feature set or its parameters) is a suite error at
@@ -159,3 +160,166 @@ def test_stacking_meta_benchmark_fits_on_inner_training_speakers_only(monkeypatc
     assert set(scores) == {"soft vote (reference)", *stacking_meta.META}
     assert all(0.0 <= uar <= 1.0 for uar in scores.values())
     assert len(seen) == 4 and all(not groups & set(SPEAKERS[held]) for groups in seen)
+
+
+@pytest.mark.parametrize("refit", ["candidate", "registered"])
+def test_refit_members_chooses_the_parameters_of_the_chosen_members_refits(tmp_path, monkeypatch, refit):
+    """The overrides always apply on the inner folds; the refit on the whole training fold uses them too
+    ("candidate") or the member's own parameters, as its own row has them ("registered")."""
+    calls = []
+    original = ensembles.fit_member
+
+    def spy(name, params, seed, x, y, groups):
+        calls.append((name, dict(params), len(set(groups))))
+        return original(name, params, seed, x, y, groups)
+
+    monkeypatch.setattr(ensembles, "fit_member", spy)
+    x = MultiInput(toy_vectors())
+    test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    EnsembleClassifier(members=("logreg", "svm"), member_params={"logreg": {"C": 1.0}},
+                       member_overrides={"logreg": {"C": 0.01}}, refit_members=refit,
+                       cache_dir=str(tmp_path)).fit(x[~test], LABELS[~test], SPEAKERS[~test])
+    training = len(set(SPEAKERS[~test]))
+    inner = [p for n, p, speakers in calls if n == "logreg" and speakers < training]
+    refits = [p for n, p, speakers in calls if n == "logreg" and speakers == training]
+    assert len(inner) == 3 and all(p == {"C": 0.01} for p in inner)
+    assert refits == [{"C": 0.01} if refit == "candidate" else {"C": 1.0}]
+
+
+def test_refit_members_is_stored_only_when_a_suite_sets_it():
+    """The switch is optional: the rows recorded before it existed keep their configuration hash."""
+    from bench.runner import model_params
+    from bench.suite import parse_suite
+
+    plain = parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"]}, default_name="plain")
+    assert "refit_members" not in model_params(plain, "mixed_vote")
+    set_ = parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
+                        "model_params": {"mixed_vote": {"refit_members": "registered"}}}, default_name="set")
+    assert model_params(set_, "mixed_vote")["refit_members"] == "registered"
+
+
+def test_a_shared_fit_is_trained_once_and_predicts_as_a_fresh_one(tmp_path):
+    """A row fitted with `share_fit` stores its fit beside the ensembles'; the same fit asked again (as an ensemble's
+    member refit would) is loaded, not retrained: same probabilities, its original seconds, `fit_reused`."""
+    from bench.runner import fit_and_predict
+
+    x = toy_frames()
+    test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    params = {**model_spec("cnn").defaults, "epochs": 2, "width": 8, "batch_size": 16, "refit_networks": 2}
+    args = ("cnn", params, 0, x[~test], LABELS[~test], SPEAKERS[~test], x[test])
+    fresh = fit_and_predict(*args)
+    first = fit_and_predict(*args, cache_dir=str(tmp_path), share_fit=True)
+    again = fit_and_predict(*args, cache_dir=str(tmp_path), share_fit=True)
+    assert not fresh["fit_reused"] and not first["fit_reused"] and again["fit_reused"]
+    assert again["fit_seconds"] == first["fit_seconds"]
+    assert np.array_equal(fresh["probabilities"], first["probabilities"])
+    assert np.array_equal(first["probabilities"], again["probabilities"])
+    other_seed = fit_and_predict("cnn", params, 1, *args[3:], cache_dir=str(tmp_path), share_fit=True)
+    assert not other_seed["fit_reused"]  # a different fit is trained, not served
+
+
+def test_an_ensemble_refits_a_member_its_row_already_trained_from_the_store(tmp_path, monkeypatch):
+    """In a run with an ensemble, a candidate's own row and the ensemble's refit of it on the same fold (same
+    parameters, seed and rows) train once; the records are those of a run that trains both."""
+    from bench import runner
+    from bench.records import RecordStore
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import parse_suite
+    from ser_models.models.registry import ModelSpec
+
+    corpus = {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                            "emotions": ["angry", "neutral", "sad"]}}
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "svm", "soft_vote"], "corpus_options": corpus,
+                         "protocol_options": {"n_folds": 2},
+                         "model_params": {"soft_vote": {"members": ["logreg", "svm"]}}}, default_name="shared")
+    original = ModelSpec.build
+    results = {}
+    for sharing in (True, False):
+        built = []
+
+        def spy(self, *, seed=0, _built=built, **params):
+            _built.append(self.name)
+            return original(self, seed=seed, **params)
+
+        monkeypatch.setattr(ModelSpec, "build", spy)
+        if not sharing:
+            monkeypatch.setattr(runner, "shared_fits", lambda suite, models: {})
+        folder = tmp_path / str(sharing)
+        run_suite(RunOptions(suite=suite, results_dir=folder, cache_dir=folder / "c", progress=False, jobs=1,
+                             save_models=False))
+        records = RecordStore(folder / "shared").load()
+        results[sharing] = ({(r["model"], r["fold"]): (r["uar"], r["confusion"]) for r in records},
+                            sorted(n for n in built if n != "soft_vote"))
+    assert results[True][0] == results[False][0]  # the same records
+    # 2 folds x 2 members: each member's rows (4), inner-fold fits (12) and refits (4) without sharing; no refits with
+    assert len(results[False][1]) == 20 and len(results[True][1]) == 16
+    assert results[True][1] == ["logreg"] * 8 + ["svm"] * 8
+
+
+def test_a_frame_member_refitted_as_its_row_is_loaded_from_that_row(tmp_path, monkeypatch):
+    """With `refit_members = "registered"`, a frame model's row and the mixed ensemble's refit of it are one fit:
+    the row's padded frames and the ensemble's view of them hash alike."""
+    from bench.records import RecordStore
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import parse_suite
+    from ser_models.models.registry import ModelSpec
+
+    corpus = {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                            "emotions": ["angry", "neutral", "sad"]}}
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["cnn", "mixed_vote"], "corpus_options": corpus,
+                         "protocol_options": {"n_folds": 2},
+                         "model_params": {"cnn": {"epochs": 2, "width": 8, "refit_networks": 2},
+                                          "mixed_vote": {"members": ["logreg", "cnn"], "selection": "top_k",
+                                                         "refit_members": "registered"}}}, default_name="frames")
+    built = []
+    original = ModelSpec.build
+
+    def spy(self, *, seed=0, **params):
+        built.append((self.name, params.get("refit_full")))
+        return original(self, seed=seed, **params)
+
+    monkeypatch.setattr(ModelSpec, "build", spy)
+    run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False, jobs=1,
+                         save_models=False))
+    records = RecordStore(tmp_path / "frames").load()
+    assert sorted(r["model"] for r in records) == ["cnn", "cnn", "mixed_vote", "mixed_vote"]
+    assert all(r["ensemble"]["members"] == ["logreg", "cnn"] or r["ensemble"]["members"] == ["cnn", "logreg"]
+               for r in records if r["model"] == "mixed_vote")
+    # 2 folds: the cnn rows (2, its recipe) and its inner-fold fits (3 per fold, one network); no refit of its own
+    assert sorted(b for b in built if b[0] == "cnn") == [("cnn", False)] * 6 + [("cnn", True)] * 2
+
+
+def test_the_full_suite_shares_the_fits_of_members_refitted_as_their_rows():
+    """In `full`, the ensembles refit logreg, svm, xgboost and the mlp as their own rows (on the speaker folds,
+    the one protocol the ensembles run); the frame models' refits are one network, unlike their rows."""
+    from bench.runner import resolve_models, shared_fits
+    from bench.suite import load_suite, parse_suite
+
+    full = load_suite("full")
+    assert shared_fits(full, resolve_models(("all",))) == {"speaker_folds": {"logreg", "svm", "xgboost", "mlp"}}
+    assert shared_fits(full, ["logreg", "cnn", "deep_vote"]) == {}  # no ensemble refits anything
+    registered = parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
+                              "model_params": {"mixed_vote": {"refit_members": "registered"}}}, default_name="r")
+    assert shared_fits(registered, ["mixed_vote"])["speaker_folds"] >= {"cnn", "cnn2d", "gru", "fusion", "mlp"}
+
+
+def test_mixed_refit_benchmark_fits_on_inner_training_speakers_only(tmp_path, monkeypatch):
+    """The refit benchmark scores held-out inner speakers with ensembles none of whose fits saw them."""
+    from bench.benchmarks import mixed_refit
+
+    seen = []
+    original = ensembles.fit_member
+
+    def spy(name, params, seed, x, y, groups):
+        seen.append(set(groups))
+        return original(name, params, seed, x, y, groups)
+
+    monkeypatch.setattr(ensembles, "fit_member", spy)
+    x = MultiInput(toy_vectors())
+    held = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    params = {kind: {"members": ["logreg", "svm"], "selection": "greedy", "member_overrides": {"svm": {"C": 1.0}}}
+              for kind in mixed_refit.METHODS}
+    rows = mixed_refit._scores(x, LABELS, SPEAKERS, np.flatnonzero(~held), np.flatnonzero(held), params, 0,
+                               str(tmp_path), list(mixed_refit.VARIANTS), list(mixed_refit.REFITS))
+    assert len(rows) == len(mixed_refit.VARIANTS) * 2 and all(0.0 <= r["uar"] <= 1.0 for r in rows)
+    assert seen and all(not groups & set(SPEAKERS[held]) for groups in seen)

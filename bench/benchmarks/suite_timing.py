@@ -45,7 +45,8 @@ def _timed(module, name: str, totals: dict, stage: str):
 def fit_seconds_by_kind(records: list[dict], since: str = "") -> tuple[dict[str, float], dict[str, int]]:
     """Summed fit + predict (+ tuning) seconds and the fit count per (protocol, kind of row), over the
     records finished at or after `since`. A vote over stored predictions trains nothing: its recorded
-    fit seconds are its members' (the leaderboard shows that cost), so here it counts 0 s."""
+    fit seconds are its members' (the leaderboard shows that cost), so here it counts 0 s; so does a row whose fit
+    an ensemble's member refit had already trained (`fit_reused`: its recorded seconds are that fit's)."""
     fits: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for record in records:
@@ -62,7 +63,8 @@ def fit_seconds_by_kind(records: list[dict], since: str = "") -> tuple[dict[str,
             kind += f" ({json.dumps(variant, sort_keys=True)})"
         key = f"{record['protocol']}: {kind}"
         counts[key] += 1
-        fits[key] += 0.0 if vote else (record["fit_seconds"] + record["predict_seconds"]
+        fits[key] += 0.0 if vote else ((0.0 if record.get("fit_reused") else record["fit_seconds"])
+                                       + record["predict_seconds"]
                                        + (record.get("tuning") or {}).get("seconds", 0))
     return fits, counts
 
