@@ -134,11 +134,6 @@ def check_ensemble_params(params: dict) -> None:
                              f"choose from {', '.join(FEATURE_SETS)}")
         if feature_set is not None and model_spec(model).input != "functionals":
             raise ValueError(f"member {member!r}: only utterance-functional models can read another feature set")
-    for group, parts in (params.get("member_groups") or {}).items():
-        if group in members or not isinstance(parts, list | tuple) or len(parts) < 2 \
-                or not set(parts) <= set(members):
-            raise ValueError(f"member_groups.{group} must be a new name for a list of at least 2 of the members, "
-                             f"not {parts!r}")
     for key in ("member_params", "member_overrides"):
         for member, values in (params.get(key) or {}).items():
             if not isinstance(values, dict):
@@ -210,8 +205,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, selection="top_k",
                  greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None,
-                 refit_members="candidate", member_groups=None, meta_C=1.0, meta_class_weight="balanced", seed=0,
-                 cache_dir=None):
+                 refit_members="candidate", meta_C=1.0, meta_class_weight="balanced", seed=0, cache_dir=None):
         self.method = method
         self.members = members
         self.top_k = top_k
@@ -221,7 +215,6 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.member_params = member_params
         self.member_overrides = member_overrides
         self.refit_members = refit_members
-        self.member_groups = member_groups
         self.meta_C = meta_C
         self.meta_class_weight = meta_class_weight
         self.seed = seed
@@ -245,14 +238,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             with warnings.catch_warnings():  # a member may predict a class no training row of a fold has
                 warnings.simplefilter("ignore", UserWarning)
                 inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
-        groups_ = dict(self.member_groups or {})
-        for group, parts in groups_.items():  # a candidate of its own: the mean of its members' probabilities
-            oof[group] = np.mean([oof[n] for n in parts], axis=0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                inner_uar[group] = float(balanced_accuracy_score(y, self.classes_[oof[group].argmax(axis=1)]))
-        self.groups_ = groups_
-        ranked = sorted([*self.members, *groups_], key=lambda n: -inner_uar[n])
+        ranked = sorted(self.members, key=lambda n: -inner_uar[n])
         if self.selection == "greedy":
             counts = greedy_selection(oof, y, self.classes_, ranked, self.greedy_steps)
             self.chosen_ = list(counts)
@@ -263,7 +249,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         if self.refit_members == "registered":  # the overrides were for the inner folds; refit as the members' rows
             params = {name: dict((self.member_params or {}).get(name, {})) for name in self.members}
         self.members_ = {}
-        for name in dict.fromkeys(n for chosen in self.chosen_ for n in self.groups_.get(chosen, [chosen])):
+        for name in self.chosen_:
             model = member_feature_set(name)[0]
             self.members_[name] = cached_fit(model, params[name], self.seed, X.for_model(name), y, groups,
                                              version=model_spec(model).version).estimator
@@ -277,16 +263,14 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _member_probabilities(self, X: MultiInput) -> list[np.ndarray]:
-        """Each chosen candidate's probabilities (a group's: the mean of its members')."""
-        single = {}
-        for name in self.members_:
+        out = []
+        for name in self.chosen_:
             member = self.members_[name]
             probabilities = np.zeros((len(X), len(self.classes_)))
             columns = [list(self.classes_).index(c) for c in member.classes_]
             probabilities[:, columns] = member.predict_proba(X.for_model(name))
-            single[name] = probabilities
-        groups = getattr(self, "groups_", {})
-        return [np.mean([single[n] for n in groups.get(name, [name])], axis=0) for name in self.chosen_]
+            out.append(probabilities)
+        return out
 
     def predict_proba(self, X: MultiInput) -> np.ndarray:
         members = self._member_probabilities(X)

@@ -44,8 +44,6 @@ VARIANTS = {
     "mixed_stacking": ("mixed_stacking", {}),
     "soft vote over all 16": ("mixed_vote", {"selection": "top_k", "top_k": 0}),
     "stacking over all 16": ("mixed_stacking", {"selection": "top_k", "top_k": 0}),
-    "mixed_vote + frame vote": ("mixed_vote", {"member_groups": {"frame_vote": list(FRAME_MEMBERS)}}),
-    "mixed_stacking + frame vote": ("mixed_stacking", {"member_groups": {"frame_vote": list(FRAME_MEMBERS)}}),
 }
 METHODS = {"mixed_vote": "soft", "mixed_stacking": "stacking"}
 REFITS = ("candidate", "registered")
@@ -70,7 +68,7 @@ def _scores(x, y, groups, inner_train, held_out, params: dict, seed: int, cache_
                 warnings.simplefilter("ignore", UserWarning)
                 uar = classification_metrics(y[held_out], model.predict(x[held_out]), labels)["uar"]
             rows.append({"kind": variant, "refit": refit, "uar": uar, "fit_s": seconds,
-                         "frame_members": sorted(set(model.members_) & set(FRAME_MEMBERS))})
+                         "frame_members": sorted(set(model.chosen_) & set(FRAME_MEMBERS))})
     return rows
 
 
