@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
+from sklearn.metrics import balanced_accuracy_score
 
 from ser_models.models import deep, get_model, model_names, model_spec
 from ser_models.models.deep import DeepClassifier, keras_module
@@ -264,3 +265,82 @@ def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
     assert all(len(s) == 5 for s in seeds)
     assert all(not seeds[a] & seeds[b] for a in range(10) for b in range(a + 1, 10))
     assert deep.network_seed(7, 0) == 7
+
+
+def test_tied_validation_accuracies_go_to_the_epoch_with_the_lowest_validation_loss():
+    history = {"val_accuracy": [1.0, 0.9, 1.0, 1.0, 0.95], "val_loss": [0.6, 0.5, 0.3, 0.4, 0.2]}
+    assert deep.best_epoch(history, "val_accuracy") == 0  # the registered rule: the first of the tied epochs
+    assert deep.best_epoch(history, "val_accuracy", "lowest_loss") == 2
+    assert deep.best_epoch(history, "val_loss", "lowest_loss") == 4  # a loss monitor has no ties to break
+    assert "best_epoch_ties" not in model_spec("cnn").resolved_params()  # recorded only when a suite sets it
+    with pytest.raises(ValueError, match="best_epoch_ties"):
+        get_model("mlp", seed=0, best_epoch_ties="last").fit(toy_vectors(), LABELS, groups=SPEAKERS)
+
+
+class _Weights:
+    """A stand-in for a Keras model: its weights are the number of the epoch that last set them."""
+
+    def __init__(self):
+        self.epoch, self.stop_training = None, False
+
+    def get_weights(self):
+        return self.epoch
+
+    def set_weights(self, weights):
+        self.epoch = weights
+
+
+def test_tie_breaking_early_stopping_counts_a_lower_loss_at_the_best_accuracy_as_progress():
+    keras = keras_module()
+    model = _Weights()
+    stopper = deep._tie_breaking_early_stopping(keras)("val_accuracy", patience=2, restore=True)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    history = {"val_accuracy": [1.0, 1.0, 1.0, 0.9, 1.0, 1.0], "val_loss": [0.5, 0.4, 0.3, 0.2, 0.35, 0.3]}
+    for epoch, (accuracy, loss) in enumerate(zip(*history.values(), strict=True)):
+        model.epoch = epoch
+        stopper.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+        if model.stop_training:
+            break
+    # Keras' EarlyStopping would have stopped after epoch 2 and restored epoch 0; the loss kept falling until epoch 2
+    assert (epoch, stopper.best_epoch) == (4, 2)
+    stopper.on_train_end()
+    assert model.epoch == 2 == deep.best_epoch({k: v[:epoch + 1] for k, v in history.items()}, "val_accuracy",
+                                                "lowest_loss")
+
+
+def test_tie_breaking_refit_trains_the_epoch_count_the_rule_picks():
+    x, small = toy_vectors(), {"seed": 0, "epochs": 6, "width": 8, "refit_networks": 1, "patience": 2}
+    model = get_model("mlp", best_epoch_ties="lowest_loss", **small).fit(x, LABELS, groups=SPEAKERS)
+    picked = deep.best_epoch(model.history_, "val_accuracy", "lowest_loss") + 1
+    assert model.history_["refit_epochs"] == [float(picked)]
+    steps = int(np.ceil(len(x) / model.batch_size))
+    assert int(model.model_.optimizer.iterations) == picked * steps  # the refitted network trained that many epochs
+
+
+def test_validation_uar_is_the_mean_recall_over_the_classes_present():
+    keras = keras_module()
+    metric = deep._uar_metric(keras)(4)
+    truth = np.array([0, 0, 0, 0, 0, 0, 2, 2])  # mostly class 0; classes 1 and 3 absent
+    guess = np.eye(4)[[0, 0, 0, 0, 0, 0, 0, 2]]
+    metric.update_state(truth[:5], guess[:5])  # two batches accumulate
+    metric.update_state(truth[5:], guess[5:])
+    assert float(metric.result()) == pytest.approx((6 / 6 + 1 / 2) / 2)  # accuracy would be 7/8
+    metric.reset_state()
+    metric.update_state(np.eye(4)[truth], np.eye(4)[[0] * 8])  # one-hot targets (mixup, label smoothing)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_validation_uar_monitor_picks_the_best_epoch_by_uar():
+    x, small = toy_vectors(), {"seed": 0, "epochs": 4, "width": 8, "refit_networks": 1}
+    model = get_model("mlp", monitor="val_uar", **small).fit(x, LABELS, groups=SPEAKERS)
+    uar = model.history_["val_uar"]
+    assert len(uar) == len(model.history_["val_accuracy"]) and all(0 <= u <= 1 for u in uar)
+    assert model.history_["refit_epochs"] == [float(np.argmax(uar) + 1)]
+    # the early-stopped network (best epoch restored) scores its best val_uar on the validation speakers
+    stopped = get_model("mlp", monitor="val_uar", refit_full=False, **small).fit(x, LABELS, groups=SPEAKERS)
+    val = np.isin(SPEAKERS, stopped.validation_speakers_)
+    expected = balanced_accuracy_score(np.asarray(LABELS)[val], stopped.predict(x[val]))
+    assert max(stopped.history_["val_uar"]) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="monitor"):
+        get_model("mlp", seed=0, monitor="val_f1").fit(x, LABELS, groups=SPEAKERS)

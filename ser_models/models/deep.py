@@ -351,6 +351,83 @@ def _training_batches(keras):
 
 
 
+def best_epoch(history: dict[str, list[float]], monitor: str, ties: str = "first") -> int:
+    """Index of the best epoch by the validation `monitor`. Among epochs that tie on the best accuracy, "first"
+    takes the earliest; "lowest_loss" the one with the lowest validation loss (a few validation speakers give
+    coarse accuracies that often tie, sometimes at 1.0 from the first epoch on)."""
+    values = np.asarray(history[monitor])
+    if monitor.endswith("loss"):
+        return int(np.argmin(values))
+    if ties == "first" or "val_loss" not in history:
+        return int(np.argmax(values))
+    tied = np.flatnonzero(values == values.max())
+    return int(tied[np.argmin(np.asarray(history["val_loss"])[tied])])
+
+
+def _uar_metric(keras):
+    ops = keras.ops
+
+    class UnweightedAverageRecall(keras.metrics.Metric):
+        """UAR (balanced accuracy) over the classes present in what was seen since the last reset: the validation
+        monitor `val_uar`. Unlike accuracy it does not reward predicting a validation set's majority class (a few
+        validation speakers of a small corpus can hold mostly one emotion). Sample weights are ignored."""
+
+        def __init__(self, n_classes: int, name: str = "uar", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.n_classes = n_classes
+            self.hits = self.add_variable(shape=(n_classes,), initializer="zeros", name="hits")
+            self.counts = self.add_variable(shape=(n_classes,), initializer="zeros", name="counts")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            truth = (ops.argmax(y_true, axis=-1) if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] > 1
+                     else ops.reshape(ops.cast(y_true, "int32"), (-1,)))
+            rows = ops.one_hot(truth, self.n_classes)
+            right = ops.cast(ops.equal(ops.argmax(y_pred, axis=-1), truth), "float32")
+            self.hits.assign_add(ops.sum(rows * right[:, None], axis=0))
+            self.counts.assign_add(ops.sum(rows, axis=0))
+
+        def result(self):
+            present = ops.cast(self.counts > 0, "float32")
+            recall = self.hits / ops.maximum(self.counts, 1.0)
+            return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
+
+        def reset_state(self):
+            self.hits.assign(ops.zeros((self.n_classes,)))
+            self.counts.assign(ops.zeros((self.n_classes,)))
+
+    return UnweightedAverageRecall
+
+
+def _tie_breaking_early_stopping(keras):
+    class TieBreakingEarlyStopping(keras.callbacks.Callback):
+        """Keras' EarlyStopping on a validation accuracy, where an epoch that ties the best accuracy with a lower
+        validation loss also counts as an improvement (`best_epoch(..., "lowest_loss")` picks the same epoch)."""
+
+        def __init__(self, monitor: str, patience: int, restore: bool):
+            super().__init__()
+            self.monitor, self.patience, self.restore = monitor, patience, restore
+
+        def on_train_begin(self, logs=None):
+            self.best, self.wait, self.best_weights, self.best_epoch = None, 0, None, 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            key = (float(logs[self.monitor]), -float(logs["val_loss"]))
+            if self.best is None or key > self.best:
+                self.best, self.wait, self.best_epoch = key, 0, epoch
+                if self.restore:
+                    self.best_weights = self.model.get_weights()
+                return
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return TieBreakingEarlyStopping
+
+
 def _weight_averager(keras):
     class WeightAverager(keras.callbacks.Callback):
         """Stochastic weight averaging: the mean of the weights of the `window` epochs ending at the best one
@@ -391,7 +468,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
-                 frame_pool=1, precision="float32", seed=0):
+                 frame_pool=1, best_epoch_ties="first", precision="float32", seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -417,6 +494,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.utterance_norm = utterance_norm
         self.pooling = pooling
         self.frame_pool = frame_pool
+        self.best_epoch_ties = best_epoch_ties
         self.precision = precision
         self.seed = seed
 
@@ -490,8 +568,14 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing) if self._one_hot()
                 else "sparse_categorical_crossentropy")
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        # validation UAR only where it is monitored: the registered graph and its metrics stay as they were
+        metrics = ["accuracy", *([_uar_metric(keras)(n_classes)] if self.monitor == "val_uar" else [])]
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         return model
+
+    def _mode(self) -> str:
+        """Whether the monitor improves downwards (a loss) or upwards (accuracy, UAR); Keras cannot tell for UAR."""
+        return "min" if self.monitor.endswith("loss") else "max"
 
     def _one_hot(self) -> bool:
         """Soft targets (mixup, label smoothing) need one-hot labels; otherwise the sparse loss as before."""
@@ -541,6 +625,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.refit_schedule not in REFIT_SCHEDULES:
             raise ValueError(f"refit_schedule must be one of {REFIT_SCHEDULES}, got {self.refit_schedule!r}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+        if self.best_epoch_ties not in EPOCH_TIES:
+            raise ValueError(f"best_epoch_ties must be one of {EPOCH_TIES}, got {self.best_epoch_ties!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {self.pooling!r}")
         if self.pooling != "mean_max" and self.architecture not in _pooling_architectures():
@@ -562,8 +650,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if self.refit_full and len(val):
             # The held-out speakers chose the epoch count; now train afresh on every training speaker: one network,
             # or `refit_networks` of them (the first on `seed`) whose probabilities predict_proba averages.
-            best = int(np.argmin(history[self.monitor]) if self.monitor.endswith("loss")
-                       else np.argmax(history[self.monitor])) + 1
+            best = best_epoch(history, self.monitor, self.best_epoch_ties) + 1
             # With `keep_validation_network`, the early-stopped network (best epoch restored) is the first of them.
             everyone = np.concatenate([train, val])
             rates = self._replayed_rates(history, best)
@@ -606,15 +693,18 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         elif rates:
             callbacks.append(keras.callbacks.LearningRateScheduler(lambda e, _lr: rates[min(e, len(rates) - 1)]))
         elif validation is not None:
-            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=self.monitor, factor=0.5,
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=self.monitor, factor=0.5, mode=self._mode(),
                                                                patience=max(1, self.patience // 2)))
         averager = None
         if self.averaging == "swa":
             averager = _weight_averager(keras)(self.monitor, self.average_epochs, validation is not None)
             callbacks.append(averager)
-        if validation is not None:
+        if validation is not None and self.best_epoch_ties == "lowest_loss" and not self.monitor.endswith("loss"):
+            callbacks.append(_tie_breaking_early_stopping(keras)(self.monitor, self.patience,
+                                                                 restore=averager is None))
+        elif validation is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=self.monitor, patience=self.patience,
-                                                           restore_best_weights=averager is None))
+                                                           mode=self._mode(), restore_best_weights=averager is None))
         result = self.model_.fit(batches, epochs=epochs, validation_data=validation, callbacks=callbacks,
                                  verbose=0)
         history = {key: [float(v) for v in values] for key, values in result.history.items()}
@@ -671,8 +761,11 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 # network kept as the first of them, and the retrained networks replaying the validation pass's learning rates.
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
-                   "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant"}
+                   "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant",
+                   "best_epoch_ties": "first"}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
+MONITORS = ("val_accuracy", "val_loss", "val_uar")  # the validation speakers' score that picks the best epoch
+EPOCH_TIES = ("first", "lowest_loss")  # which of the epochs tied on the best validation accuracy is the best
 # Keras dtype policies a network may train in. "mixed_bfloat16": layers compute in bfloat16 and keep float32 weights
 # (the class probabilities and the loss stay float32); meant for GPUs with bfloat16 units. Not a recipe switch: on the
 # 2-core CPU it is slower (bench/benchmarks/deep_models.py --param precision=mixed_bfloat16 measures it).
