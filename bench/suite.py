@@ -17,6 +17,7 @@ from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
 from ser_models.ensembles import FEATURE_SETS, check_ensemble_params
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
+from ser_models.models.deep import check_choices as check_deep_choices
 from ser_models.protocols import PROTOCOLS
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -155,6 +156,8 @@ def _model_params(params: dict, suite: str) -> dict:
             spec.check_params(values)
             if spec.family == "ensemble":
                 check_ensemble_params({**spec.defaults, **values})
+            if spec.family == "deep":
+                check_deep_choices(values)
             if spec.input == STORED and any("@" in m for m in values.get("members", [])):
                 raise ValueError("a vote over stored predictions averages rows of this table: its members are model "
                                  "names without @feature_set")

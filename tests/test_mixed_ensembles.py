@@ -60,6 +60,9 @@ def test_soft_vote_after_greedy_selection_weights_members_by_their_additions(tmp
     ({"stacking": {"meta_class_weight": "auto"}}, r"meta_class_weight must be one of 'balanced', 'none'"),
     ({"soft_vote": {"meta_class_weight": "balanced"}}, r"model 'soft_vote' has no parameters \['meta_class_weight'\]"),
     ({"mixed_vote": {"refit_members": "all"}}, r"refit_members must be one of candidate, registered, not 'all'"),
+    ({"cnn": {"monitor": "val_f1"}}, r"model_params.cnn\] monitor must be one of val_accuracy, val_loss, val_uar"),
+    ({"mlp": {"best_epoch_ties": "last"}}, r"best_epoch_ties must be one of first, lowest_loss, not 'last'"),
+    ({"gru": {"schedule": "onecycle"}}, r"schedule must be one of plateau, cosine, not 'onecycle'"),
 ])
 def test_a_suite_with_a_bad_model_parameter_is_refused_before_any_fit(params, message):
     """A typo in [model_params] (a parameter, a member, its feature set or its parameters) is a suite error at

@@ -618,19 +618,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     # -- scikit-learn API
     def fit(self, X, y, groups=None):
         """Train; `groups` (speaker per row) makes the early-stopping set speaker-disjoint."""
-        if self.schedule not in SCHEDULES or self.averaging not in AVERAGING:
-            raise ValueError(f"schedule must be one of {SCHEDULES} and averaging one of {AVERAGING}, "
-                             f"got {self.schedule!r} and {self.averaging!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.refit_schedule not in REFIT_SCHEDULES:
-            raise ValueError(f"refit_schedule must be one of {REFIT_SCHEDULES}, got {self.refit_schedule!r}")
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
-        if self.best_epoch_ties not in EPOCH_TIES:
-            raise ValueError(f"best_epoch_ties must be one of {EPOCH_TIES}, got {self.best_epoch_ties!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {self.pooling!r}")
+        check_choices(self.get_params())
         if self.pooling != "mean_max" and self.architecture not in _pooling_architectures():
             raise ValueError(f"{self.architecture!r} does not pool frame statistics; "
                              f"pooling applies to {_pooling_architectures()}")
@@ -778,6 +766,16 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 # (mean -0.015); the averaging adds about +0.04 on top. (20 ms against 10 ms steps, earlier: -0.003 on RAVDESS, +0.038
 # on URDU, at a third of the fit time.) See bench/benchmarks/deep_recipe.md, "Averaging refitted frame models".
 FRAME_RECIPE = {"frame_pool": 4, "refit_full": True, "refit_networks": 3}
+
+
+def check_choices(params: dict) -> None:
+    """Refuse a deep model's setting outside its choices (schedule, monitor, ...): at a suite's load, before any fit,
+    and again in `fit`."""
+    choices = {"schedule": SCHEDULES, "averaging": AVERAGING, "precision": PRECISIONS, "monitor": MONITORS,
+               "refit_schedule": REFIT_SCHEDULES, "best_epoch_ties": EPOCH_TIES, "pooling": tuple(POOLINGS)}
+    for key, allowed in choices.items():
+        if key in params and params[key] not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {params[key]!r}")
 
 
 def _register(name: str, description: str, input: str, version: int = 1, **defaults) -> None:
