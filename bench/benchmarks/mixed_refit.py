@@ -32,9 +32,10 @@ from bench.inputs import ModelInputs
 from bench.runner import default_cache_dir, model_params, select_device
 from bench.suite import load_suite
 from ser_models.corpora import corpus_info, load_corpus
-from ser_models.ensembles import FRAME_MEMBERS, EnsembleClassifier
+from ser_models.ensembles import FRAME_MEMBERS, EnsembleClassifier, member_feature_set
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
+from ser_models.models import model_spec
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds
 
@@ -45,6 +46,10 @@ VARIANTS = {
     "soft vote over all 16": ("mixed_vote", {"selection": "top_k", "top_k": 0}),
     "stacking over all 16": ("mixed_stacking", {"selection": "top_k", "top_k": 0}),
 }
+# the deep candidates (mlp and frame networks) trained with the best-epoch switches of deep_recipe.md, session 38
+BEST_EPOCH_SWITCHES = {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"}
+for _kind in ("mixed_vote", "mixed_stacking"):
+    VARIANTS[f"{_kind}, best-epoch switches"] = (_kind, {"deep_switches": BEST_EPOCH_SWITCHES})
 METHODS = {"mixed_vote": "soft", "mixed_stacking": "stacking"}
 REFITS = ("candidate", "registered")
 
@@ -59,6 +64,12 @@ def _scores(x, y, groups, inner_train, held_out, params: dict, seed: int, cache_
         for variant in variants:
             kind, changes = VARIANTS[variant]
             kept = {k: v for k, v in params[kind].items() if k in EnsembleClassifier().get_params()}
+            switches = changes.get("deep_switches", {})
+            changes = {k: v for k, v in changes.items() if k != "deep_switches"}
+            if switches:  # as if they were the deep models' registered defaults
+                deep = {n for n in kept["member_params"] if model_spec(member_feature_set(n)[0]).family == "deep"}
+                kept["member_params"] = {n: {**v, **switches} if n in deep else v
+                                         for n, v in kept["member_params"].items()}
             model = EnsembleClassifier(**{**kept, **changes, "method": METHODS[kind], "refit_members": refit,
                                           "seed": seed, "cache_dir": cache_dir})
             start = time.perf_counter()
