@@ -67,9 +67,10 @@ def _scores(x, y, groups, inner_train, held_out, params: dict, seed: int, cache_
             switches = changes.get("deep_switches", {})
             changes = {k: v for k, v in changes.items() if k != "deep_switches"}
             if switches:  # as if they were the deep models' registered defaults
-                deep = {n for n in kept["member_params"] if model_spec(member_feature_set(n)[0]).family == "deep"}
-                kept["member_params"] = {n: {**v, **switches} if n in deep else v
-                                         for n, v in kept["member_params"].items()}
+                given = kept.get("member_params") or {}
+                kept["member_params"] = {n: {**given.get(n, {}), **switches}
+                                         if model_spec(member_feature_set(n)[0]).family == "deep" else given.get(n, {})
+                                         for n in kept["members"]}
             model = EnsembleClassifier(**{**kept, **changes, "method": METHODS[kind], "refit_members": refit,
                                           "seed": seed, "cache_dir": cache_dir})
             start = time.perf_counter()
