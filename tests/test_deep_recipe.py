@@ -22,7 +22,7 @@ RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_ep
 def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
     spec = model_spec("lstm")
     # old rows keep their config hashes: only the switch its registration sets is recorded
-    assert set(deep.RECIPE_SWITCHES) & set(spec.resolved_params()) == {"refit_networks"}
+    assert set(deep.RECIPE_SWITCHES) & set(spec.resolved_params()) == {"refit_networks", "best_epoch_ties"}
     assert set(spec.resolved_params({"mixup": 0.2})) >= {"mixup"}  # a suite that sets one records it
     model = spec.build(seed=0, mixup=0.2)
     assert model.mixup == 0.2 and model.label_smoothing == 0.0
@@ -269,10 +269,11 @@ def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
 
 def test_tied_validation_accuracies_go_to_the_epoch_with_the_lowest_validation_loss():
     history = {"val_accuracy": [1.0, 0.9, 1.0, 1.0, 0.95], "val_loss": [0.6, 0.5, 0.3, 0.4, 0.2]}
-    assert deep.best_epoch(history, "val_accuracy") == 0  # the registered rule: the first of the tied epochs
+    assert deep.best_epoch(history, "val_accuracy") == 0  # the rule before deep.BEST_EPOCH: the first tied epoch
     assert deep.best_epoch(history, "val_accuracy", "lowest_loss") == 2
     assert deep.best_epoch(history, "val_loss", "lowest_loss") == 4  # a loss monitor has no ties to break
-    assert "best_epoch_ties" not in model_spec("cnn").resolved_params()  # recorded only when a suite sets it
+    for name in ("mlp", "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"):
+        assert model_spec(name).resolved_params().items() >= deep.BEST_EPOCH.items()  # registered and recorded
     with pytest.raises(ValueError, match="best_epoch_ties"):
         get_model("mlp", seed=0, best_epoch_ties="last").fit(toy_vectors(), LABELS, groups=SPEAKERS)
 
@@ -311,7 +312,8 @@ def test_tie_breaking_early_stopping_counts_a_lower_loss_at_the_best_accuracy_as
 
 def test_tie_breaking_refit_trains_the_epoch_count_the_rule_picks():
     x, small = toy_vectors(), {"seed": 0, "epochs": 6, "width": 8, "refit_networks": 1, "patience": 2}
-    model = get_model("mlp", best_epoch_ties="lowest_loss", **small).fit(x, LABELS, groups=SPEAKERS)
+    model = get_model("mlp", monitor="val_accuracy", best_epoch_ties="lowest_loss", **small).fit(x, LABELS,
+                                                                                                 groups=SPEAKERS)
     picked = deep.best_epoch(model.history_, "val_accuracy", "lowest_loss") + 1
     assert model.history_["refit_epochs"] == [float(picked)]
     steps = int(np.ceil(len(x) / model.batch_size))
@@ -333,7 +335,7 @@ def test_validation_uar_is_the_mean_recall_over_the_classes_present():
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # UAR over the classes present
 def test_validation_uar_monitor_picks_the_best_epoch_by_uar():
-    x, small = toy_vectors(), {"seed": 0, "epochs": 4, "width": 8, "refit_networks": 1}
+    x, small = toy_vectors(), {"seed": 0, "epochs": 4, "width": 8, "refit_networks": 1, "best_epoch_ties": "first"}
     model = get_model("mlp", monitor="val_uar", **small).fit(x, LABELS, groups=SPEAKERS)
     uar = model.history_["val_uar"]
     assert len(uar) == len(model.history_["val_accuracy"]) and all(0 <= u <= 1 for u in uar)

@@ -65,10 +65,12 @@ CANDIDATE_ARCHITECTURES = {"cnn2d_batchnorm": build_cnn2d_batchnorm, "cnn2d_v3":
 
 VARIANTS: dict[str, dict] = {
     "baseline": {},
-    # the best epoch: ties on validation accuracy broken by the lower validation loss; validation UAR as the monitor
-    "ties_lowest_loss": {"best_epoch_ties": "lowest_loss"},
-    "monitor_uar": {"monitor": "val_uar"},
+    # the best epoch: ties on validation accuracy broken by the lower validation loss; validation UAR as the monitor.
+    # Both are registered since (deep.BEST_EPOCH): "accuracy_first" is the recipe before them.
+    "ties_lowest_loss": {"monitor": "val_accuracy", "best_epoch_ties": "lowest_loss"},
+    "monitor_uar": {"monitor": "val_uar", "best_epoch_ties": "first"},
     "monitor_uar_ties": {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"},
+    "accuracy_first": {"monitor": "val_accuracy", "best_epoch_ties": "first"},
     "mixup": {"mixup": 0.4},
     "label_smoothing": {"label_smoothing": 0.1},
     "cosine": {"schedule": "cosine", "warmup_epochs": 2},

@@ -47,9 +47,12 @@ VARIANTS = {
     "stacking over all 16": ("mixed_stacking", {"selection": "top_k", "top_k": 0}),
 }
 # the deep candidates (mlp and frame networks) trained with the best-epoch switches of deep_recipe.md, session 38
+# (registered since: deep.BEST_EPOCH), or with the rule before them (the earliest epoch of the best validation accuracy)
 BEST_EPOCH_SWITCHES = {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"}
+ACCURACY_FIRST = {"monitor": "val_accuracy", "best_epoch_ties": "first"}
 for _kind in ("mixed_vote", "mixed_stacking"):
     VARIANTS[f"{_kind}, best-epoch switches"] = (_kind, {"deep_switches": BEST_EPOCH_SWITCHES})
+    VARIANTS[f"{_kind}, accuracy-first epochs"] = (_kind, {"deep_switches": ACCURACY_FIRST})
 METHODS = {"mixed_vote": "soft", "mixed_stacking": "stacking"}
 REFITS = ("candidate", "registered")
 
