@@ -352,9 +352,9 @@ def _training_batches(keras):
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str, ties: str = "first") -> int:
-    """Index of the best epoch by the validation `monitor`. Among epochs that tie on the best accuracy, "first"
+    """Index of the best epoch by the validation `monitor`. Among epochs that tie on the best score, "first"
     takes the earliest; "lowest_loss" the one with the lowest validation loss (a few validation speakers give
-    coarse accuracies that often tie, sometimes at 1.0 from the first epoch on)."""
+    coarse scores that often tie, sometimes at 1.0 from the first epoch on)."""
     values = np.asarray(history[monitor])
     if monitor.endswith("loss"):
         return int(np.argmin(values))
@@ -400,7 +400,7 @@ def _uar_metric(keras):
 
 def _tie_breaking_early_stopping(keras):
     class TieBreakingEarlyStopping(keras.callbacks.Callback):
-        """Keras' EarlyStopping on a validation accuracy, where an epoch that ties the best accuracy with a lower
+        """Keras' EarlyStopping on a validation score, where an epoch that ties the best score with a lower
         validation loss also counts as an improvement (`best_epoch(..., "lowest_loss")` picks the same epoch)."""
 
         def __init__(self, monitor: str, patience: int, restore: bool):
@@ -753,7 +753,7 @@ RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", 
                    "best_epoch_ties": "first"}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
 MONITORS = ("val_accuracy", "val_loss", "val_uar")  # the validation speakers' score that picks the best epoch
-EPOCH_TIES = ("first", "lowest_loss")  # which of the epochs tied on the best validation accuracy is the best
+EPOCH_TIES = ("first", "lowest_loss")  # which of the epochs tied on the best validation score is the best
 # Keras dtype policies a network may train in. "mixed_bfloat16": layers compute in bfloat16 and keep float32 weights
 # (the class probabilities and the loss stay float32); meant for GPUs with bfloat16 units. Not a recipe switch: on the
 # 2-core CPU it is slower (bench/benchmarks/deep_models.py --param precision=mixed_bfloat16 measures it).
