@@ -354,3 +354,36 @@ def test_same_seed_same_predictions_with_the_best_epoch_switches_on_cpu():
     runs = [get_model("cnn", seed=7, **SMALL, **switches).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
             .predict_proba(x[60:]) for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_class_covering_draw_keeps_a_covering_draw_and_redraws_one_that_is_not():
+    speakers_of = {s: LABELS[SPEAKERS == s][0] for s in np.unique(SPEAKERS)}  # each toy speaker voices one class
+    rng = np.random.default_rng(0)
+    covering = np.array(["toy:00", "toy:01", "toy:02"])
+    assert list(deep.class_covering_draw(covering, rng, LABELS, SPEAKERS)) == list(covering)
+    one_class = np.array(["toy:00", "toy:03", "toy:06"])  # all angry
+    draw = deep.class_covering_draw(one_class, rng, LABELS, SPEAKERS)
+    assert len(draw) == 3 and len(set(draw)) == 3
+    assert {speakers_of[s] for s in draw} == set(LABELS)
+    assert {speakers_of[s] for s in set(speakers_of) - set(draw)} == set(LABELS)
+
+
+def test_class_covering_draw_never_takes_a_class_away_from_training():
+    # "sad" has one speaker: validation cannot hold it without training losing it, so the draw covers the other two
+    keep = ~np.isin(SPEAKERS, ["toy:05", "toy:08", "toy:11"])
+    labels, speakers = LABELS[keep], SPEAKERS[keep]
+    draw = deep.class_covering_draw(np.array(["toy:00", "toy:03"]), np.random.default_rng(0), labels, speakers)
+    assert "toy:02" not in draw
+    assert set(labels[np.isin(speakers, draw)]) == {"angry", "neutral"}
+
+
+@pytest.mark.parametrize("draw", ["random", "class_covering"])
+def test_validation_draw_picks_training_speakers_only_and_covering_ones_when_asked(draw):
+    train = np.flatnonzero(~np.isin(SPEAKERS, ["toy:00", "toy:01"]))
+    covered = []
+    for seed in range(4):
+        model = get_model("mlp", seed=seed, **SMALL, refit_full=False, validation_speakers=0.3,
+                          validation_draw=draw).fit(toy_vectors()[train], LABELS[train], groups=SPEAKERS[train])
+        assert set(model.validation_speakers_) <= set(SPEAKERS[train]) - {"toy:00", "toy:01"}
+        covered.append(set(LABELS[np.isin(SPEAKERS, model.validation_speakers_)]) == set(LABELS))
+    assert all(covered) if draw == "class_covering" else not all(covered)  # seeds whose random draw misses a class

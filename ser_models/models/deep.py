@@ -318,6 +318,33 @@ def network_seed(seed: int, index: int) -> int:
     return seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
 
 
+def class_covering_draw(chosen: np.ndarray, rng: np.random.Generator, targets, groups,
+                        tries: int = 1000) -> np.ndarray:
+    """Validation speakers whose rows hold every class, while the other training speakers still hold every class:
+    `chosen` itself when it does, else the first such redraw of as many speakers (uniform among the covering draws).
+    Where none of `tries` covers every class, the draw covering the most (training still holding every class)."""
+    targets, groups = np.asarray(targets), np.asarray(groups)
+    speakers = np.unique(groups)
+    held = {s: frozenset(targets[groups == s].tolist()) for s in speakers}
+    n_classes = len(np.unique(targets))
+
+    def covered(draw) -> tuple[int, bool]:
+        on_val = frozenset().union(*(held[s] for s in draw))
+        on_train = frozenset().union(*(held[s] for s in speakers if s not in set(draw)))
+        return len(on_val), len(on_train) == n_classes
+
+    best, best_count = chosen, -1
+    draw = chosen
+    for _ in range(tries):
+        count, train_complete = covered(draw)
+        if train_complete and count == n_classes:
+            return draw
+        if train_complete and count > best_count:
+            best, best_count = draw, count
+        draw = rng.choice(speakers, size=len(chosen), replace=False)
+    return best
+
+
 def _training_batches(keras):
     class TrainingBatches(keras.utils.PyDataset):
         """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights."""
@@ -468,7 +495,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
-                 frame_pool=1, best_epoch_ties="first", precision="float32", seed=0):
+                 frame_pool=1, best_epoch_ties="first", validation_draw="random", precision="float32", seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -495,6 +522,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.pooling = pooling
         self.frame_pool = frame_pool
         self.best_epoch_ties = best_epoch_ties
+        self.validation_draw = validation_draw
         self.precision = precision
         self.seed = seed
 
@@ -534,7 +562,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.mean_ = real.mean(axis=0).astype(np.float32)
         self.scale_ = np.maximum(real.std(axis=0), 1e-6).astype(np.float32)
 
-    def _split_validation(self, n_rows: int, groups) -> tuple[np.ndarray, np.ndarray]:
+    def _split_validation(self, targets: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+        n_rows = len(targets)
         if groups is None or self.validation_speakers <= 0:
             return np.arange(n_rows), np.array([], dtype=int)
         groups = np.asarray(groups)
@@ -542,7 +571,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         n_val = int(round(len(speakers) * self.validation_speakers))
         if len(speakers) < 3 or n_val < 1:
             return np.arange(n_rows), np.array([], dtype=int)
-        chosen = np.random.default_rng(self.seed).choice(speakers, size=n_val, replace=False)
+        rng = np.random.default_rng(self.seed)
+        chosen = rng.choice(speakers, size=n_val, replace=False)
+        if self.validation_draw == "class_covering":
+            chosen = class_covering_draw(chosen, rng, targets, groups)
         is_val = np.isin(groups, chosen)
         train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
         assert_speaker_disjoint(groups[train], groups[val])
@@ -628,7 +660,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
         targets = self.encoder_.transform(y)
-        train, val = self._split_validation(len(targets), groups)
+        train, val = self._split_validation(targets, groups)
         self._fit_scaler(X[train])
         arrays = self._arrays(X)
         self.input_shapes_ = [a.shape[1:] for a in arrays]
@@ -750,10 +782,13 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
                    "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant",
-                   "best_epoch_ties": "first"}
+                   "best_epoch_ties": "first", "validation_draw": "random"}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
 MONITORS = ("val_accuracy", "val_loss", "val_uar")  # the validation speakers' score that picks the best epoch
 EPOCH_TIES = ("first", "lowest_loss")  # which of the epochs tied on the best validation score is the best
+# How the validation speakers are drawn from the training speakers: at random, or at random among the draws whose
+# validation and training sides both hold every class (the first such draw; the random draw itself when it does).
+VALIDATION_DRAWS = ("random", "class_covering")
 # Keras dtype policies a network may train in. "mixed_bfloat16": layers compute in bfloat16 and keep float32 weights
 # (the class probabilities and the loss stay float32); meant for GPUs with bfloat16 units. Not a recipe switch: on the
 # 2-core CPU it is slower (bench/benchmarks/deep_models.py --param precision=mixed_bfloat16 measures it).
@@ -780,7 +815,8 @@ def check_choices(params: dict) -> None:
     """Refuse a deep model's setting outside its choices (schedule, monitor, ...): at a suite's load, before any fit,
     and again in `fit`."""
     choices = {"schedule": SCHEDULES, "averaging": AVERAGING, "precision": PRECISIONS, "monitor": MONITORS,
-               "refit_schedule": REFIT_SCHEDULES, "best_epoch_ties": EPOCH_TIES, "pooling": tuple(POOLINGS)}
+               "refit_schedule": REFIT_SCHEDULES, "best_epoch_ties": EPOCH_TIES,
+               "validation_draw": VALIDATION_DRAWS, "pooling": tuple(POOLINGS)}
     for key, allowed in choices.items():
         if key in params and params[key] not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {params[key]!r}")
