@@ -329,8 +329,9 @@ def class_covering_draw(chosen: np.ndarray, rng: np.random.Generator, targets, g
     n_classes = len(np.unique(targets))
 
     def covered(draw) -> tuple[int, bool]:
-        on_val = frozenset().union(*(held[s] for s in draw))
-        on_train = frozenset().union(*(held[s] for s in speakers if s not in set(draw)))
+        drawn = set(draw)
+        on_val = frozenset().union(*(held[s] for s in drawn))
+        on_train = frozenset().union(*(held[s] for s in speakers if s not in drawn))
         return len(on_val), len(on_train) == n_classes
 
     best, best_count = chosen, -1
