@@ -20,6 +20,8 @@ network for a frame model, instead of its registered recipe of three refitted on
 `refit_members="candidate"` (the default) the chosen members are refitted as they were scored on
 the inner folds, overrides included; with `"registered"` the overrides apply to the inner folds
 only, and the chosen members are refitted with their own parameters, i.e. as their own rows.
+`member_folds` gives named members fewer (or more) inner folds than `inner_folds`, e.g. 2 for the costly frame
+networks: their out-of-fold probabilities then come from folds of their own, still of the training speakers only.
 
 Inner results and refits are memoised on disk (`cache_dir`), so the ensemble kinds on one
 fold share their members' work; the runner memoises a candidate's own row there too
@@ -139,6 +141,11 @@ def check_ensemble_params(params: dict) -> None:
             if not isinstance(values, dict):
                 raise ValueError(f"{key}.{member} must be a table of parameters")
             model_spec(member_feature_set(member)[0]).check_params(values)
+    for member, folds in (params.get("member_folds") or {}).items():
+        if member not in members:
+            raise ValueError(f"member_folds.{member}: {member!r} is not among the members")
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ValueError(f"member_folds.{member} must be a whole number of inner folds, at least 2")
 
 
 def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndarray, candidates: list[str],
@@ -205,7 +212,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, method="soft", members=("logreg", "svm", "xgboost", "mlp"), top_k=0, selection="top_k",
                  greedy_steps=10, inner_folds=3, member_params=None, member_overrides=None,
-                 refit_members="candidate", meta_C=1.0, meta_class_weight="balanced", seed=0, cache_dir=None):
+                 member_folds=None, refit_members="candidate", meta_C=1.0, meta_class_weight="balanced", seed=0,
+                 cache_dir=None):
         self.method = method
         self.members = members
         self.top_k = top_k
@@ -214,6 +222,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.inner_folds = inner_folds
         self.member_params = member_params
         self.member_overrides = member_overrides
+        self.member_folds = member_folds
         self.refit_members = refit_members
         self.meta_C = meta_C
         self.meta_class_weight = meta_class_weight
@@ -227,14 +236,15 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         memory = Memory(self.cache_dir, verbose=0)
         cached_out_of_fold, cached_fit = memory.cache(out_of_fold), memory.cache(timed_fit)
         self.classes_ = np.unique(y)
-        splits = inner_speaker_folds(y, groups, self.inner_folds, self.seed)
-        self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for _, held_out in splits]
+        folds = {name: (self.member_folds or {}).get(name, self.inner_folds) for name in self.members}
+        splits = {k: inner_speaker_folds(y, groups, k, self.seed) for k in sorted(set(folds.values()))}
+        self.inner_speakers_ = [sorted(map(str, set(groups[held_out]))) for k in splits for _, held_out in splits[k]]
         params = {name: {**(self.member_params or {}).get(name, {}), **(self.member_overrides or {}).get(name, {})}
                   for name in self.members}
         oof, inner_uar = {}, {}
         for name in self.members:
-            oof[name] = cached_out_of_fold(name, params[name], self.seed, X.for_model(name), y, groups, splits,
-                                           self.classes_)
+            oof[name] = cached_out_of_fold(name, params[name], self.seed, X.for_model(name), y, groups,
+                                           splits[folds[name]], self.classes_)
             with warnings.catch_warnings():  # a member may predict a class no training row of a fold has
                 warnings.simplefilter("ignore", UserWarning)
                 inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
@@ -292,7 +302,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 DEFAULT_MEMBERS = ("logreg", "svm", "xgboost", "mlp")
-_OPTIONAL = {"refit_members": "candidate"}  # stored only when a suite sets it: recorded rows keep their hash
+# stored only when a suite sets them: recorded rows keep their hash
+_OPTIONAL = {"refit_members": "candidate", "member_folds": {}}
 
 
 def _meta_defaults(method: str) -> dict:

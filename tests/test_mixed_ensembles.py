@@ -109,6 +109,45 @@ def test_mixed_ensemble_fits_only_training_speakers_and_applies_member_overrides
     assert probabilities.shape == (test.sum(), 3) and np.allclose(probabilities.sum(axis=1), 1)
 
 
+def test_member_folds_give_a_member_inner_folds_of_its_own_on_training_speakers_only(tmp_path, monkeypatch):
+    """Instrumented: a member given 2 inner folds trains twice, on half the training speakers each time, the others
+    three times; every inner fit sees training speakers only, and both fold sets are recorded."""
+    calls = []
+    original = ensembles.fit_member
+
+    def spy(name, params, seed, x, y, groups):
+        calls.append((name, set(groups)))
+        return original(name, params, seed, x, y, groups)
+
+    monkeypatch.setattr(ensembles, "fit_member", spy)
+    x = MultiInput(toy_vectors())
+    test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])
+    model = EnsembleClassifier(method="stacking", selection="greedy", members=("logreg", "svm"),
+                               member_folds={"svm": 2}, cache_dir=str(tmp_path)).fit(
+        x[~test], LABELS[~test], SPEAKERS[~test])
+    training = set(SPEAKERS[~test])
+    inner = [(n, s) for n, s in calls if s != training]
+    assert sorted(n for n, _ in inner) == ["logreg"] * 3 + ["svm"] * 2
+    assert all(s < training for _, s in inner)
+    assert len(model.inner_speakers_) == 5  # the 2 held-out speaker sets of svm's folds and the 3 of the others
+    for name, k in (("logreg", 3), ("svm", 2)):
+        held_out = [training - s for n, s in inner if n == name]
+        assert len(held_out) == k and set().union(*held_out) == training  # every training row gets a probability
+        assert all(sorted(h) in model.inner_speakers_ for h in held_out)
+    assert model.predict_proba(x[test]).shape == (test.sum(), 3)
+
+
+@pytest.mark.parametrize(("folds", "message"), [({"cnn": 1}, "at least 2"), ({"svm": 2}, "not among the members"),
+                                                 ({"cnn": "2"}, "whole number")])
+def test_member_folds_are_checked_when_a_suite_loads(folds, message):
+    from bench.suite import SuiteError, parse_suite
+
+    with pytest.raises(SuiteError, match=message):
+        parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
+                     "model_params": {"mixed_vote": {"members": ["logreg", "cnn"], "member_folds": folds}}},
+                    default_name="bad")
+
+
 def test_mixed_ensembles_are_registered_with_every_frame_model_as_one_network():
     for name in ("mixed_vote", "mixed_stacking"):
         defaults = model_spec(name).defaults

@@ -51,6 +51,10 @@ VARIANTS = {
 BEST_EPOCH_SWITCHES = deep.BEST_EPOCH
 ACCURACY_FIRST = {"monitor": "val_accuracy", "best_epoch_ties": "first"}
 for _kind in ("mixed_vote", "mixed_stacking"):
+    # a budget cut: the frame candidates' out-of-fold probabilities from 2 inner folds (each network trains on half the
+    # speakers, two trainings instead of three); and, for scale, the candidates without any frame network
+    VARIANTS[f"{_kind}, frame candidates on 2 inner folds"] = (_kind, {"member_folds": dict.fromkeys(FRAME_MEMBERS, 2)})
+    VARIANTS[f"{_kind}, no frame candidates"] = (_kind, {"drop_members": FRAME_MEMBERS})
     VARIANTS[f"{_kind}, best-epoch switches"] = (_kind, {"deep_switches": BEST_EPOCH_SWITCHES})
     VARIANTS[f"{_kind}, accuracy-first epochs"] = (_kind, {"deep_switches": ACCURACY_FIRST})
 METHODS = {"mixed_vote": "soft", "mixed_stacking": "stacking"}
@@ -68,7 +72,8 @@ def _scores(x, y, groups, inner_train, held_out, params: dict, seed: int, cache_
             kind, changes = VARIANTS[variant]
             kept = {k: v for k, v in params[kind].items() if k in EnsembleClassifier().get_params()}
             switches = changes.get("deep_switches", {})
-            changes = {k: v for k, v in changes.items() if k != "deep_switches"}
+            kept["members"] = [m for m in kept["members"] if m not in changes.get("drop_members", ())]
+            changes = {k: v for k, v in changes.items() if k not in ("deep_switches", "drop_members")}
             if switches:  # as if they were the deep models' registered defaults
                 given = kept.get("member_params") or {}
                 kept["member_params"] = {n: {**given.get(n, {}), **switches}
