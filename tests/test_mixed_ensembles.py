@@ -348,6 +348,17 @@ def test_the_full_suite_shares_the_fits_of_members_refitted_as_their_rows():
     assert not shared_fits(candidate, ["mixed_vote"])["speaker_folds"] & frame  # refitted as one network each
 
 
+def test_the_full_suite_gives_every_frame_candidate_two_inner_folds_and_the_others_three():
+    from bench.runner import model_params
+    from bench.suite import load_suite
+
+    full = load_suite("full")
+    for kind in ("mixed_vote", "mixed_stacking"):
+        params = model_params(full, kind)
+        assert params["inner_folds"] == 3 and params["member_folds"] == dict.fromkeys(ensembles.FRAME_MEMBERS, 2)
+    assert "member_folds" not in model_params(full, "stacking")
+
+
 def test_mixed_refit_benchmark_fits_on_inner_training_speakers_only(tmp_path, monkeypatch):
     """The refit benchmark scores held-out inner speakers with ensembles none of whose fits saw them."""
     from bench.benchmarks import mixed_refit
