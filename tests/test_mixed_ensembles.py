@@ -137,7 +137,7 @@ def test_member_folds_give_a_member_inner_folds_of_its_own_on_training_speakers_
     assert model.predict_proba(x[test]).shape == (test.sum(), 3)
 
 
-@pytest.mark.parametrize(("folds", "message"), [({"cnn": 1}, "at least 2"), ({"svm": 2}, "not among the members"),
+@pytest.mark.parametrize(("folds", "message"), [({"cnn": 1}, "at least 2"), ({"svmm": 2}, "unknown model 'svmm'"),
                                                  ({"cnn": "2"}, "whole number")])
 def test_member_folds_are_checked_when_a_suite_loads(folds, message):
     from bench.suite import SuiteError, parse_suite
