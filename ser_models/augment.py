@@ -1,4 +1,4 @@
-"""Audio augmentations for training folds: noise, time stretch, pitch shift, low-pass.
+"""Audio augmentations for training folds: noise, time stretch, pitch shift (fixed or drawn), low-pass.
 
 An augmentation is a small frozen spec; its key joins the feature-cache key, so
 augmented features are cached like the originals. The runner adds augmented
@@ -21,7 +21,9 @@ from scipy.signal import butter, sosfiltfilt
 class Augmentation:
     """One augmentation: `kind` names a registered transform, `amount` its strength."""
 
-    kind: str  # "noise" (amount = SNR dB), "time_stretch" (rate), "pitch_shift" (semitones), "lowpass" (Hz)
+    # "noise" (amount = SNR dB), "time_stretch" (rate), "pitch_shift" (semitones), "pitch_jitter" (at most this
+    # many semitones up or down, drawn per utterance), "lowpass" (Hz)
+    kind: str
     amount: float
     seed: int = 0
 
@@ -54,6 +56,11 @@ def pitch_shift(signal, sample_rate, semitones, rng):
     return librosa.effects.pitch_shift(signal, sr=sample_rate, n_steps=semitones, res_type="soxr_hq")
 
 
+def pitch_jitter(signal, sample_rate, max_semitones, rng):
+    """Pitch shifted by a semitone count drawn uniformly from [-max, +max] for each utterance."""
+    return pitch_shift(signal, sample_rate, float(rng.uniform(-max_semitones, max_semitones)), rng)
+
+
 def lowpass(signal, sample_rate, cutoff_hz, rng):
     sos = butter(6, cutoff_hz, btype="lowpass", fs=sample_rate, output="sos")
     return sosfiltfilt(sos, signal)
@@ -63,5 +70,6 @@ AUGMENTATIONS: dict[str, Callable] = {
     "noise": add_noise,
     "time_stretch": time_stretch,
     "pitch_shift": pitch_shift,
+    "pitch_jitter": pitch_jitter,
     "lowpass": lowpass,
 }

@@ -32,6 +32,18 @@ def test_pitch_shift_moves_the_spectrum_up(signal):
     assert peak(shifted) == pytest.approx(2 * peak(signal), rel=0.05)
 
 
+def test_pitch_jitter_draws_a_shift_within_its_range_per_utterance(signal):
+    peak = lambda x: np.argmax(np.abs(np.fft.rfft(x))) / x.size * RATE  # noqa: E731
+    shifts = []
+    for freq in (180.0, 200.0, 220.0, 240.0, 260.0, 280.0):
+        tone_ = tone(seconds=1.0, freq=freq).astype(np.float32)
+        copy = Augmentation("pitch_jitter", 2.0).apply(tone_, RATE)
+        assert np.array_equal(copy, Augmentation("pitch_jitter", 2.0).apply(tone_, RATE))  # deterministic
+        shifts.append(12 * np.log2(peak(copy) / peak(tone_)))
+    assert all(abs(s) <= 2.1 for s in shifts)
+    assert min(shifts) < -0.2 and max(shifts) > 0.2  # up for some utterances, down for others
+
+
 def test_lowpass_removes_high_frequencies(signal):
     filtered = Augmentation("lowpass", 500.0).apply(signal, RATE)
     spectrum = np.abs(np.fft.rfft(filtered))

@@ -21,11 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from bench.inputs import MODEL_INPUTS
+from bench.inputs import ModelInputs
 from bench.runner import default_cache_dir
+from ser_models.augment import Augmentation
 from ser_models.corpora import corpus_info, load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
@@ -140,13 +142,19 @@ VARIANTS: dict[str, dict] = {
     "time_pool_2": {"architecture": "cnn2d_time_pool_2"},
     # validation speakers drawn so that they (and the rest) hold every class: URDU's speakers mostly voice one emotion
     "class_covering": {"validation_draw": "class_covering"},
+    # audio augmentation (session 44): one copy of each inner-training utterance, pitch shifted by up to 2 semitones
+    # either way (drawn per utterance); with one refitted network instead of three, the same number of training passes
+    # over the data as the registered recipe (a budget-neutral trade), and with three (the ceiling, 2x the time)
+    "pitch_jitter_refit_1": {"augment": [Augmentation("pitch_jitter", 2.0)], "refit_networks": 1},
+    "pitch_jitter": {"augment": [Augmentation("pitch_jitter", 2.0)]},
 }
+NOT_MODEL_PARAMS = ("architecture", "augment")
 
 
 def _score(model: str, variant: str, seed: int, x, y, groups, train, held_out, labels) -> tuple[float, float]:
     deep.ARCHITECTURES.update(CANDIDATE_ARCHITECTURES)  # (in each worker process too)
     spec = model_spec(model)
-    params = spec.resolved_params({k: v for k, v in VARIANTS[variant].items() if k != "architecture"})
+    params = spec.resolved_params({k: v for k, v in VARIANTS[variant].items() if k not in NOT_MODEL_PARAMS})
     estimator = spec.build(seed=seed, **params)
     if "architecture" in VARIANTS[variant]:
         estimator.set_params(architecture=VARIANTS[variant]["architecture"])
@@ -154,6 +162,16 @@ def _score(model: str, variant: str, seed: int, x, y, groups, train, held_out, l
     estimator.fit(x[train], y[train], groups=groups[train])
     seconds = time.perf_counter() - start
     return classification_metrics(y[held_out], estimator.predict(x[held_out]), labels)["uar"], seconds
+
+
+def _rows(stacked: tuple, train, held_out) -> tuple:
+    """(x, y, speakers) of every utterance then every augmented copy, and the rows that train and score: the
+    inner-training utterances plus their copies, and the held-out utterances themselves."""
+    x, y, groups, source = stacked
+    assert (source[held_out] == held_out).all()  # the originals come first, in manifest order
+    rows = np.flatnonzero(np.isin(source, train))  # no held-out or outer-test utterance, nor a copy of one
+    assert_speaker_disjoint(groups[rows], groups[held_out])
+    return x, y, groups, rows, held_out
 
 
 def main() -> None:
@@ -184,11 +202,17 @@ def main() -> None:
             for variant in args.variant:
                 for seed in args.seeds:
                     tasks.append((index, model, variant, seed, train, held_out))
-    inputs = {m: MODEL_INPUTS[model_spec(m).input](features.functionals, features.frames) for m in args.model}
+    # Per augmentation list, the inputs with those copies aligned to the utterances they were made from.
+    inputs = {augment: ModelInputs(features, [extract_features(
+        features.manifest, cache_dir=default_cache_dir(), n_jobs=args.jobs, progress=False, augmentation=a)
+        for a in augment]) for augment in {tuple(VARIANTS[v].get("augment", ())) for v in args.variant}}
+    everything = np.arange(len(features.manifest))
+    stacked = {(augment, m): data.training_set(m, everything) for augment, data in inputs.items() for m in args.model}
     print(f"{args.corpus}: {len(tasks)} fits ({len(args.outer_folds)} outer training folds x {len(args.model)} "
           f"models x {len(args.variant)} variants x {len(args.seeds)} seeds)", flush=True)
     results = Parallel(n_jobs=args.jobs, verbose=5)(
-        delayed(_score)(model, variant, seed, inputs[model], y, groups, train, held_out, labels)
+        delayed(_score)(model, variant, seed, *_rows(stacked[tuple(VARIANTS[variant].get("augment", ())), model],
+                                                     train, held_out), labels)
         for _, model, variant, seed, train, held_out in tasks)
     rows = pd.DataFrame([{"fold": f, "model": m, "variant": v, "seed": s, "inner_uar": u, "fit_s": t}
                          for (f, m, v, s, _, _), (u, t) in zip(tasks, results, strict=True)])
