@@ -60,3 +60,16 @@ def test_same_seed_same_copy_other_seed_other_copy(signal):
 def test_unknown_kind_lists_choices():
     with pytest.raises(ValueError, match="pitch_shift"):
         Augmentation("reverb", 1.0)
+
+
+def test_recipe_ablation_trains_on_inner_training_rows_and_their_copies_only():
+    from bench.benchmarks.deep_recipe import _rows
+    from ser_models.protocols import SpeakerLeakError
+
+    source = np.array([0, 1, 2, 3, 0, 1, 3])  # four utterances, then copies (row 2's copy failed)
+    speakers = np.array(["a", "a", "b", "c", "a", "a", "c"])
+    stacked = (np.arange(7)[:, None], np.array(list("xyxyxyy")), speakers, source)
+    *_, rows, held_out = _rows(stacked, train=np.array([0, 1]), held_out=np.array([3]))
+    assert rows.tolist() == [0, 1, 4, 5] and held_out.tolist() == [3]  # held-out row 3 and its copy (6) never train
+    with pytest.raises(SpeakerLeakError):
+        _rows(stacked, train=np.array([0, 3]), held_out=np.array([2, 3]))
