@@ -147,6 +147,8 @@ VARIANTS: dict[str, dict] = {
     # over the data as the registered recipe (a budget-neutral trade), and with three (the ceiling, 2x the time)
     "pitch_jitter_refit_1": {"augment": [Augmentation("pitch_jitter", 2.0)], "refit_networks": 1},
     "pitch_jitter": {"augment": [Augmentation("pitch_jitter", 2.0)]},
+    # the same trade with white noise at 20 dB SNR instead (recording conditions rather than voices)
+    "noise_refit_1": {"augment": [Augmentation("noise", 20.0)], "refit_networks": 1},
 }
 NOT_MODEL_PARAMS = ("architecture", "augment")
 
