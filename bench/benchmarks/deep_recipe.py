@@ -6,8 +6,9 @@
 For each named outer fold of `speaker_folds` (fold seed 0), the outer test speakers are set aside
 and never used. The outer training speakers are split once into speaker-grouped inner train and
 inner held-out parts (3 inner folds, the first one). Each model is trained on the inner training
-part with each recipe variant (its registered defaults plus the switches of the variant) and
-scored by UAR on the inner held-out speakers. The table gives the mean inner UAR per model and
+part with each recipe variant (its registered defaults plus the switches of the variant; a variant
+with `augment` also trains on audio copies of the inner-training utterances, never of held-out ones)
+and scored by UAR on the inner held-out speakers' original audio. The table gives the mean inner UAR per model and
 variant, its difference to the baseline, and the median fit seconds. The results so far, and
 the settings they chose, are tabled in deep_recipe.md beside this file.
 """
