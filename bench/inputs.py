@@ -47,11 +47,15 @@ class ModelInputs:
     `target` is the manifest column predicted (emotion, or gender); `gender_input` appends the
     speaker's gender from the metadata to the utterance functionals. `other_sets` are the same
     utterances on other feature sets (e.g. ComParE), read by ensemble members "model@compare".
+    `copies` names, per model, the positions in `augmented` of the copies its rows train on; without it every
+    model trains on every copy, and a model it does not name trains on none.
     """
 
     def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = (), *, target: str = "emotion",
-                 gender_input: bool = False, other_sets: dict[str, FeatureSet] | None = None):
+                 gender_input: bool = False, other_sets: dict[str, FeatureSet] | None = None,
+                 copies: dict[str, tuple[int, ...]] | None = None):
         self.features = features
+        self.copies = None if copies is None else {m: tuple(c) for m, c in copies.items()}
         self.target = target
         self.gender_input = gender_input
         self.sets = [features, *augmented]
@@ -102,12 +106,18 @@ class ModelInputs:
         """Original (never augmented) inputs of the test rows."""
         return self._input(input_kind(model, members), 0)[test]
 
+    def sets_of(self, model: str) -> list[int]:
+        """Indices into `sets` that `model` trains on: the originals (0), then its copies."""
+        if self.copies is None:
+            return list(range(len(self.sets)))
+        return [0, *(1 + i for i in self.copies.get(model, ()))]
+
     def training_set(self, model: str, train: np.ndarray, members: list[str] | None = None):
         """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
         kind = input_kind(model, members)
         blocks, sources = [], []
-        for index, positions in enumerate(self.positions):
-            rows = positions[train]
+        for index in self.sets_of(model):
+            rows = self.positions[index][train]
             keep = rows >= 0
             blocks.append(self._input(kind, index)[rows[keep]])
             sources.append(train[keep])

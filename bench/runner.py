@@ -25,7 +25,7 @@ from bench.inputs import MODEL_INPUTS, ModelInputs, job_data
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore, config_hash, package_versions, record_identity
 from bench.saved_models import save_best_model
-from bench.suite import Suite, seeds_for
+from bench.suite import Suite, augment_for, seeds_for
 from bench.votes import STORED, is_vote, vote_outcome
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.ensembles import member_feature_set, timed_fit
@@ -390,8 +390,10 @@ def shared_fits(suite: Suite, models: list[str]) -> dict[str, set[str]]:
             params = model_params(suite, model)
             registered = params.get("refit_members", "candidate") == "registered"
             overrides = {} if registered else params.get("member_overrides") or {}
+            # a member with copies of its own trains its row on more rows than the ensemble gives it: two fits
             shared.setdefault(protocol, set()).update(
-                member_feature_set(m)[0] for m in params["members"] if not overrides.get(m))
+                member_feature_set(m)[0] for m in params["members"]
+                if not overrides.get(m) and not suite.model_augment.get(member_feature_set(m)[0]))
     return shared
 
 
@@ -439,7 +441,7 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
                         "data": features.fingerprint(), "labels": labels,
                         **({"target": dataset.target} if dataset.target != "emotion" else {}),
                         **({"variant": dataset.variant} if dataset.variant else {}),
-                        **({"augment": [asdict(a) for a in suite.augment]} if suite.augment else {}),
+                        **({"augment": [asdict(a) for a in augment]} if (augment := augment_for(suite, model)) else {}),
                         # version 1 is implicit, so hashes of rows recorded before versions existed still match
                         **({"model_version": version} if (version := model_spec(model).version) > 1 else {}),
                         **({"member_hashes": members} if members else {}),
@@ -552,7 +554,7 @@ def _record(options: RunOptions, job: Job, dataset: Dataset, outcome: dict, labe
         **({"xla_threads": outcome["xla_threads"]} if outcome.get("xla_threads") else {}),
         "params": job.params, "model_version": model_spec(job.model).version,
         "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
-        "augment": [asdict(a) for a in options.suite.augment],
+        "augment": [asdict(a) for a in augment_for(options.suite, job.model)],
         "data_fingerprint": features.fingerprint(), "versions": package_versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -594,13 +596,18 @@ def _other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) -
     }
 
 
-def _augmented_features(options: RunOptions, dataset: Dataset) -> list[FeatureSet]:
-    return [
+def _training_copies(options: RunOptions, dataset: Dataset,
+                     models: list[str]) -> tuple[list[FeatureSet], dict[str, tuple[int, ...]]]:
+    """The augmented copies these models train on, each extracted once, and each model's positions among them."""
+    wanted = {model: augment_for(options.suite, model) for model in models}
+    augmentations = list(dict.fromkeys(a for own in wanted.values() for a in own))
+    sets = [
         extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
                          n_jobs=options.jobs, progress=options.progress, augmentation=augmentation,
                          frames=dataset.features.frames is not None)
-        for augmentation in options.suite.augment
+        for augmentation in augmentations
     ]
+    return sets, {model: tuple(augmentations.index(a) for a in own) for model, own in wanted.items()}
 
 
 def _write_skipped(folder: Path, rows: list[dict]) -> None:
@@ -683,7 +690,8 @@ def run_suite(options: RunOptions) -> RunSummary:
                         store.superseded_path.name)
         reused += reused_here
         labels = sorted(features.manifest[dataset.target].unique())
-        inputs = ModelInputs(features, _augmented_features(options, dataset) if jobs else [], target=dataset.target,
+        copies, copies_of = _training_copies(options, dataset, list(dict.fromkeys(job.model for job in jobs)))
+        inputs = ModelInputs(features, copies, target=dataset.target, copies=copies_of,
                              gender_input=bool(dataset.variant.get("gender_input")),
                              other_sets=_other_sets(dataset, variant_sets, member_sets))
         calls = (
@@ -798,7 +806,8 @@ def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Da
         uar = rows.groupby("model")["uar"].mean()
         model = str(uar.idxmax())
         first = rows[rows["model"] == model].iloc[0]
-        inputs = ModelInputs(dataset.features, _augmented_features(options, dataset))
+        copies, copies_of = _training_copies(options, dataset, [model])
+        inputs = ModelInputs(dataset.features, copies, copies=copies_of)
         save_best_model(store.folder, dataset.name, model, dict(first["params"]), int(first["seed"]),
                         float(uar.max()), inputs, dataset.spec)
         saved[dataset.name] = model

@@ -46,6 +46,7 @@ class Suite:
     protocol_models: dict = field(default_factory=dict)  # protocol -> models run under it (default: all)
     protocol_options: dict = field(default_factory=dict)  # speaker_folds: {n_folds = K} or {leave_one_speaker_out}
     augment: tuple[Augmentation, ...] = ()  # augmented copies added to training folds only
+    model_augment: dict = field(default_factory=dict)  # model -> its own extra training copies, e.g. {cnn = [...]}
     labels: dict = field(default_factory=dict)  # harmonisation for every corpus: {merge = {...}, drop = [...]}
     combined: dict = field(default_factory=dict)  # combined protocol: {labels = "shared"|"all", n_folds = K}
     manifests: dict = field(default_factory=dict)  # corpus name -> CSV/TSV manifest file
@@ -60,6 +61,28 @@ def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
     except (TypeError, ValueError) as error:
         example = '{kind = "noise", amount = 20}'
         raise SuiteError(f"suite {suite!r}: bad augment entry ({error}); write e.g. {example}") from error
+
+
+def _model_augment(items: dict, suite: str) -> dict[str, tuple[Augmentation, ...]]:
+    """[model_augment]: a model name -> augmented copies that only its rows train on (besides `augment`)."""
+    out = {}
+    for name, augmentations in items.items():
+        try:
+            spec = model_spec(name)
+        except KeyError as error:
+            raise SuiteError(f"suite {suite!r}: [model_augment] {error.args[0]}") from error
+        if spec.family == "ensemble":  # its members train on their inputs, not the ensemble's: no copies of its own
+            raise SuiteError(f"suite {suite!r}: [model_augment] {name!r} is an ensemble; give its members copies "
+                             "with the suite's `augment`")
+        if not isinstance(augmentations, list) or not augmentations:
+            raise SuiteError(f'suite {suite!r}: write [model_augment] {name} = [{{kind = "noise", amount = 20}}]')
+        out[name] = _augmentations(augmentations, suite)
+    return out
+
+
+def augment_for(suite: Suite, model: str) -> tuple[Augmentation, ...]:
+    """The augmented copies a model's rows train on: the suite's for every model, then its own."""
+    return tuple(dict.fromkeys([*suite.augment, *suite.model_augment.get(model, ())]))
 
 
 def suite_names() -> list[str]:
@@ -117,6 +140,7 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
         protocol_options=_protocol_options(data.get("protocol_options", {}), default_name),
         augment=_augmentations(data.get("augment", []), default_name),
+        model_augment=_model_augment(data.get("model_augment", {}), default_name),
         labels=_label_options(data.get("labels", {}), default_name),
         combined=_combined_options(data.get("combined", {}), default_name),
         manifests={str(k): str(v) for k, v in data.get("manifests", {}).items()},

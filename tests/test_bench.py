@@ -250,6 +250,54 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     assert len(list((tmp_path / "c").glob("features-*-aug-*"))) == 2
 
 
+def test_model_augment_gives_copies_to_its_models_only(tmp_path, monkeypatch):
+    """[model_augment]: logreg's rows train on their copies, svm's on the originals alone with the hash of a run
+    without copies; no job's training set holds a test-fold utterance or a copy of one."""
+    from bench import runner
+
+    seen = []
+    original = runner.job_data
+
+    def spy(inputs, model, train, test, speaker_independent=True, members=None):
+        x_train, y_train, groups, source = inputs.training_set(model, train, members)
+        seen.append((model, train, test, source, len(y_train)))
+        return original(inputs, model, train, test, speaker_independent, members)
+
+    monkeypatch.setattr(runner, "job_data", spy)
+    suite = parse_suite({**TINY, "model_augment": {"logreg": [{"kind": "noise", "amount": 15}]}}, default_name="own")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
+    assert summary.trained == 4 and len(seen) == 4
+    for model, train, test, source, n_rows in seen:
+        assert n_rows == (2 if model == "logreg" else 1) * len(train)
+        assert set(source) == set(train) and not set(source) & set(test)
+    records = {(r["model"], r["fold"]): r for r in RecordStore(summary.folder).load()}
+    assert [a["kind"] for a in records[("logreg", 0)]["augment"]] == ["noise"]
+    assert records[("svm", 0)]["augment"] == []
+    plain = run_suite(RunOptions(suite=parse_suite(TINY, default_name="own"), results_dir=tmp_path / "plain",
+                                 cache_dir=tmp_path / "c", progress=False))
+    plain_hashes = {(r["model"], r["fold"]): r["config_hash"] for r in RecordStore(plain.folder).load()}
+    for (model, fold), record in records.items():
+        assert (record["config_hash"] == plain_hashes[(model, fold)]) == (model == "svm")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"nonexistent": [{"kind": "noise", "amount": 15}]}, "nonexistent"),
+    ({"soft_vote": [{"kind": "noise", "amount": 15}]}, "is an ensemble"),
+    ({"logreg": []}, "model_augment"),
+    ({"logreg": [{"kind": "reverb", "amount": 1}]}, "unknown augmentation"),
+])
+def test_bad_model_augment_is_a_suite_error(entry, message):
+    with pytest.raises(SuiteError, match=message):
+        parse_suite({**TINY, "model_augment": entry}, default_name="x")
+
+
+def test_a_member_with_copies_of_its_own_does_not_share_its_row_fit_with_an_ensemble():
+    suite = parse_suite({**TINY, "models": ["logreg", "svm", "stacking"],
+                         "model_params": {"stacking": {"members": ["logreg", "svm"], "refit_members": "registered"}},
+                         "model_augment": {"svm": [{"kind": "noise", "amount": 15}]}}, default_name="x")
+    assert runner.shared_fits(suite, ["logreg", "svm", "stacking"]) == {"speaker_folds": {"logreg"}}
+
+
 def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, capsys, monkeypatch):
     """A fit that raises (here svm, after logreg's folds) ends the run with one line naming the fit and the
     error, exit 2, no traceback; the finished fits are recorded and the same command reuses them."""

@@ -86,7 +86,7 @@ def main() -> None:
     started_at = time.time()
     start = time.perf_counter()
     with _timed(runner, "_load_features", stages, "features (corpora and variants)"), \
-            _timed(runner, "_augmented_features", stages, "features (augmented copies)"), \
+            _timed(runner, "_training_copies", stages, "features (augmented copies)"), \
             _timed(runner, "write_leaderboards", stages, "leaderboards and figures"), \
             _timed(runner, "_save_best_models", stages, "refit and save best models"):
         summary = runner.run_suite(options)
