@@ -334,13 +334,16 @@ def test_a_frame_member_refitted_as_its_row_is_loaded_from_that_row(tmp_path, mo
 def test_the_full_suite_shares_the_fits_of_members_refitted_as_their_rows():
     """In `full`, the ensembles refit their chosen members as their own rows (on the speaker folds, the one
     protocol the ensembles run): the mixed ensembles refit a frame model as its row (`refit_members = "registered"`),
-    not as the one network it was scored as; the classical ensembles refit logreg, svm, xgboost and the mlp."""
+    not as the one network it was scored as; the classical ensembles refit logreg, svm, xgboost and the mlp. A frame
+    model whose row also trains on copies of its own ([model_augment]) shares no fit with the ensembles."""
     from bench.runner import resolve_models, shared_fits
     from bench.suite import load_suite, parse_suite
 
     full = load_suite("full")
     frame = {"cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"}
-    assert shared_fits(full, resolve_models(("all",))) == {"speaker_folds": {"logreg", "svm", "xgboost", "mlp"} | frame}
+    assert set(full.model_augment) == {"cnn", "cnn2d", "cnn_lstm"}
+    assert shared_fits(full, resolve_models(("all",))) == {
+        "speaker_folds": {"logreg", "svm", "xgboost", "mlp"} | frame - set(full.model_augment)}
     assert shared_fits(full, ["logreg", "cnn", "deep_vote"]) == {}  # no ensemble refits anything
     assert shared_fits(full, ["soft_vote"]) == {"speaker_folds": {"logreg", "svm", "xgboost", "mlp"}}
     candidate = parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
