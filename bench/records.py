@@ -124,6 +124,16 @@ class RecordStore:
             atomic_write_bytes(self.records_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep).encode())
         return len(old)
 
+    def retire_stale_votes(self) -> list[dict]:
+        """Move out votes over stored predictions whose members have since been retrained (a run that named the
+        members without the vote); they would show a mean of predictions the table no longer holds."""
+        records = self.load()
+        current = {r["config_hash"] for r in records}
+        stale = [r for r in records
+                 if any(h not in current for h in (r.get("ensemble") or {}).get("member_hashes", ()))]
+        self.supersede({record_identity(r): "" for r in stale})
+        return stale
+
     def load_predictions(self, key: str) -> pd.DataFrame:
         """The per-utterance predictions of one record; ValueError when the file does not hold them."""
         table = pd.read_csv(self.prediction_path(key))

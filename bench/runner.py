@@ -742,6 +742,11 @@ def run_suite(options: RunOptions) -> RunSummary:
             finally:
                 bar.close()
         trained += _run_votes(options, store, dataset, votes, labels)
+    stale = store.retire_stale_votes()
+    if stale:
+        log.warning("%d vote records (%s) averaged members retrained since; moved to %s. Run the votes with all their "
+                    "members in one command (no --model, or --model all) to redo them", len(stale),
+                    ", ".join(sorted({f"{r['corpus']} {r['model']}" for r in stale})), store.superseded_path.name)
     _write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
     saved = _save_best_models(options, store, main_datasets) if options.save_models else {}

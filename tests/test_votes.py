@@ -61,6 +61,19 @@ def test_rerun_reuses_votes_and_a_changed_member_redoes_them(vote_run):
     assert len(votes) == 2 and all(set(v["ensemble"]["member_hashes"]) & forest for v in votes)
 
 
+def test_a_member_retrained_without_its_vote_retires_the_vote(tmp_path, caplog):
+    """--model naming a member but not the vote: the old vote, a mean of predictions no longer in the table, leaves
+    the records with a warning, and a run with the vote and its members makes it again."""
+    _run(tmp_path)
+    changed = {**SUITE, "model_params": {**SUITE["model_params"], "random_forest": {"n_estimators": 21}}}
+    summary, store = _run(tmp_path, changed, models=("random_forest",))
+    assert summary.trained == 2 and not [r for r in store.load() if r["model"] == "all_vote"]
+    assert "2 vote records (synthetic all_vote) averaged members retrained since" in caplog.text
+    assert "| all_vote" not in summary.leaderboard.read_text()  # the table rebuilt without it
+    summary, store = _run(tmp_path, changed)
+    assert summary.trained == 2 and len([r for r in store.load() if r["model"] == "all_vote"]) == 2
+
+
 def test_a_vote_whose_member_does_not_run_is_left_out(tmp_path):
     suite = {**SUITE, "models": ["logreg", "all_vote"]}
     summary, store = _run(tmp_path, suite)
