@@ -223,25 +223,30 @@ def test_protocol_models_restrict_a_protocol(tmp_path):
     assert summary.trained == 0
 
 
-def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
-    """Instrument every job's training set: its source rows never include a test-fold utterance."""
-    from bench import runner
-
+@pytest.fixture
+def training_sets(monkeypatch) -> list[tuple]:
+    """Instrument `job_data`: every job's (model, train rows, test rows, source rows of its training set, size)."""
     seen = []
     original = runner.job_data
 
     def spy(inputs, model, train, test, speaker_independent=True, members=None):
-        x_train, y_train, groups, source = inputs.training_set(model, train, members)
-        seen.append((train, test, source, len(y_train)))
+        _, y_train, _, source = inputs.training_set(model, train, members)
+        seen.append((model, train, test, source, len(y_train)))
         return original(inputs, model, train, test, speaker_independent, members)
 
     monkeypatch.setattr(runner, "job_data", spy)
+    return seen
+
+
+def test_augmented_copies_come_from_training_rows_only(tmp_path, training_sets):
+    """Instrument every job's training set: its source rows never include a test-fold utterance."""
+    seen = training_sets
     suite = parse_suite({**TINY, "models": ["logreg"], "augment": [{"kind": "noise", "amount": 15},
                                                                    {"kind": "lowpass", "amount": 2000}]},
                         default_name="augmented")
     summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
     assert summary.trained == 2 and len(seen) == 2
-    for train, test, source, n_rows in seen:
+    for _, train, test, source, n_rows in seen:
         assert n_rows == 3 * len(train)  # original + two augmented copies of each training utterance
         assert set(source) == set(train)
         assert not set(source) & set(test)
@@ -250,20 +255,10 @@ def test_augmented_copies_come_from_training_rows_only(tmp_path, monkeypatch):
     assert len(list((tmp_path / "c").glob("features-*-aug-*"))) == 2
 
 
-def test_model_augment_gives_copies_to_its_models_only(tmp_path, monkeypatch):
+def test_model_augment_gives_copies_to_its_models_only(tmp_path, training_sets):
     """[model_augment]: logreg's rows train on their copies, svm's on the originals alone with the hash of a run
     without copies; no job's training set holds a test-fold utterance or a copy of one."""
-    from bench import runner
-
-    seen = []
-    original = runner.job_data
-
-    def spy(inputs, model, train, test, speaker_independent=True, members=None):
-        x_train, y_train, groups, source = inputs.training_set(model, train, members)
-        seen.append((model, train, test, source, len(y_train)))
-        return original(inputs, model, train, test, speaker_independent, members)
-
-    monkeypatch.setattr(runner, "job_data", spy)
+    seen = training_sets
     suite = parse_suite({**TINY, "model_augment": {"logreg": [{"kind": "noise", "amount": 15}]}}, default_name="own")
     summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False))
     assert summary.trained == 4 and len(seen) == 4
