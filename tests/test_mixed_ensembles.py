@@ -341,7 +341,7 @@ def test_the_full_suite_shares_the_fits_of_members_refitted_as_their_rows():
 
     full = load_suite("full")
     frame = {"cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"}
-    assert set(full.model_augment) == {"cnn", "cnn_lstm"}
+    assert set(full.model_augment) == {"cnn", "cnn2d", "cnn_lstm"}
     assert shared_fits(full, resolve_models(("all",))) == {
         "speaker_folds": {"logreg", "svm", "xgboost", "mlp"} | frame - set(full.model_augment)}
     assert shared_fits(full, ["logreg", "cnn", "deep_vote"]) == {}  # no ensemble refits anything
