@@ -7,11 +7,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+
+from ser_models.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "absent"
     return versions
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 PREDICTION_COLUMNS = {"speaker", "key", "true", "predicted"}  # and p_<label> per class

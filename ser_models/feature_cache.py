@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
 from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file, extract_signal
+from ser_models.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,7 @@ class FeatureCache:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda stream: np.savez(stream, **arrays))
 
 
 @dataclass

@@ -56,3 +56,26 @@ def test_unusable_file_is_skipped_not_fatal(tmp_path, cache_dir):
     assert len(features.manifest) == 1
     assert features.skipped[0]["path"].endswith("03-01-04-02-01-01-01.wav")
     assert "unreadable" in features.skipped[0]["reason"]
+
+
+def test_written_files_get_the_mode_open_would_give_them(tmp_path):
+    """Cache entries, records' predictions and leaderboards are written through mkstemp (mode 0o600); they must
+    end with 0o666 less the umask, as `open` gives, so that a shared cache or results folder stays readable."""
+    import os
+
+    import pandas as pd
+
+    from bench.records import RecordStore
+    from ser_models.feature_cache import _atomic_savez
+    from ser_models.files import _umask, atomic_write_bytes
+
+    expected = 0o666 & ~_umask()
+    atomic_write_bytes(tmp_path / "board.md", b"x")
+    _atomic_savez(tmp_path / "entry.npz", functionals=np.zeros(3))
+    store = RecordStore(tmp_path / "suite")
+    store.append({"config_hash": "abc", "model": "m"}, pd.DataFrame({"speaker": ["s"], "key": ["k"], "true": ["a"],
+                                                                      "predicted": ["a"], "p_a": [1.0]}))
+    for path in (tmp_path / "board.md", tmp_path / "entry.npz", store.prediction_path("abc"), store.records_path):
+        assert path.read_bytes()
+        assert os.stat(path).st_mode & 0o777 == expected, path
+    assert not list(tmp_path.rglob("*.tmp"))
