@@ -37,12 +37,16 @@ from ser_models.models.cpu_threads import request_xla_threads, xla_threads
 from ser_models.models.deep import XLA_CACHE_ENV
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.protocols import (
+    MIN_CLASS_SPEAKERS,
+    MIN_SPEAKERS,
     PROTOCOLS,
     Fold,
     ProtocolError,
     SpeakerLeakError,
     assert_speaker_disjoint,
+    lone_speaker_classes,
     make_folds,
+    untrained_test_classes,
 )
 from ser_models.tuning import StorageError, prepare_storage, tune
 
@@ -307,7 +311,7 @@ def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: s
         if target == "gender" and not _has_gender(name, features, "gender task"):
             continue
         protocols = per_corpus
-        if features.manifest["speaker"].nunique() < 4:  # no speaker-independent claim possible: say so
+        if features.manifest["speaker"].nunique() < MIN_SPEAKERS:  # no speaker-independent claim possible: say so
             protocols = tuple(dict.fromkeys("speaker_dependent" if p == "speaker_folds" else p for p in protocols))
         datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {}), spec,
                                 target=target))
@@ -318,13 +322,14 @@ def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: s
         return datasets
     for task, models in suite.tasks.items():
         for name, features in corpus_sets.items():
-            if features.manifest["speaker"].nunique() >= 4 and _has_gender(name, features, f"{task} task"):
+            if features.manifest["speaker"].nunique() >= MIN_SPEAKERS and _has_gender(name, features, f"{task} task"):
                 datasets.append(Dataset(name, (name,), features, ("speaker_folds",), suite.corpus_options.get(name, {}),
                                         spec, target=task, models=models))
     for model, budget in suite.tuning.items():  # tuned rows on each corpus' speaker folds
         budget = {**budget, "trials": max(1, round(budget["trials"] * suite.budget))}  # the budget factor scales trials
         for name, features in corpus_sets.items():
-            protocol = "speaker_folds" if features.manifest["speaker"].nunique() >= 4 else "speaker_dependent"
+            independent = features.manifest["speaker"].nunique() >= MIN_SPEAKERS
+            protocol = "speaker_folds" if independent else "speaker_dependent"
             datasets.append(Dataset(name, (name,), features, (protocol,), suite.corpus_options.get(name, {}), spec,
                                     variant={"tuned": budget}, models=(model,)))
     for variant in suite.variants:
@@ -405,6 +410,17 @@ def member_feature_sets(suite: Suite, models: list[str]) -> list[str]:
     return list(dict.fromkeys(f for f in needed if f and f != suite.features.feature_set))
 
 
+def _warn_untrained_test_classes(corpus: str, protocol: str, folds: list[Fold], manifest: pd.DataFrame,
+                                 target: str) -> None:
+    """Say which folds test a class that their training speakers never voice (its recall there is 0)."""
+    untrained = {f.index: classes for f in folds if f.speaker_independent
+                 and (classes := untrained_test_classes(f, manifest, target))}
+    if untrained:
+        log.warning("%s/%s: %d of %d folds test classes that none of their training speakers voices, so those "
+                    "classes score 0 recall there (fold: classes): %s", corpus, protocol, len(untrained), len(folds),
+                    "; ".join(f"{i}: {', '.join(c)}" for i, c in untrained.items()))
+
+
 def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: set[str]):
     suite, corpus, features = options.suite, dataset.name, dataset.features
     labels = sorted(features.manifest[dataset.target].unique())
@@ -421,6 +437,8 @@ def _plan_jobs(options: RunOptions, dataset: Dataset, models: list[str], done: s
             log.info("%s: protocol %s skipped (%s)", corpus, protocol, error)
             unusable.append(f"{protocol}: {error}")
             continue
+        if not dataset.variant:  # a variant's rows share the folds of its table, said once
+            _warn_untrained_test_classes(corpus, protocol, folds, features.manifest, dataset.target)
         allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
         if dataset.models is not None:
             allowed &= set(resolve_models(dataset.models))
@@ -582,7 +600,26 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
         raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
-    return features
+    return _without_lone_speaker_classes(corpus, features) if options.target == "emotion" else features
+
+
+def _without_lone_speaker_classes(corpus: str, features: FeatureSet) -> FeatureSet:
+    """Leave out (to skipped.csv) a class that one speaker alone voices: each fold testing it never trained on it."""
+    manifest = features.manifest
+    if manifest["speaker"].nunique() < MIN_SPEAKERS:  # speaker-dependent folds: the rule does not apply
+        return features
+    lone = lone_speaker_classes(manifest)
+    if not lone:
+        return features
+    dropped = manifest["emotion"].isin(lone).to_numpy()
+    log.warning("%s: classes %s are voiced by fewer than %d speakers and are left out (utterances: %d): "
+                "no speaker-independent fold can both train and test them", corpus, lone, MIN_CLASS_SPEAKERS,
+                int(dropped.sum()))
+    kept = features.subset(np.flatnonzero(~dropped))
+    kept.skipped += [{"path": str(row.path), "reason": f"class {row.emotion!r} is voiced by one speaker only "
+                      f"({row.speaker}): no speaker-independent fold can both train and test it"}
+                     for row in manifest[dropped].itertuples()]
+    return kept
 
 
 def _other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) -> dict[str, FeatureSet]:

@@ -70,6 +70,21 @@ def assert_speaker_disjoint(train_speakers, test_speakers) -> None:
 
 
 MAX_DEFAULT_FOLDS = 10  # large corpora (CREMA-D: 91 speakers) get 10 folds, not 23: bounded cost
+MIN_SPEAKERS = 4  # fewer: no speaker-independent protocol (utterance folds, labelled speaker-dependent)
+MIN_CLASS_SPEAKERS = 2  # a class voiced by one speaker is never on the training side when it is tested
+
+
+def lone_speaker_classes(manifest: pd.DataFrame, target: str = "emotion") -> list[str]:
+    """Classes voiced by fewer than MIN_CLASS_SPEAKERS speakers: no speaker-independent fold can train and test them."""
+    speakers = manifest.groupby(target)["speaker"].nunique()
+    return sorted(str(label) for label, n in speakers.items() if n < MIN_CLASS_SPEAKERS)
+
+
+def untrained_test_classes(fold: Fold, manifest: pd.DataFrame, target: str = "emotion") -> list[str]:
+    """Classes in the fold's test rows that none of its training rows has (their recall is 0 by construction)."""
+    train, test = fold.split(manifest)
+    labels = manifest[target].to_numpy()
+    return sorted(set(labels[test]) - set(labels[train]))
 
 
 def default_fold_count(n_speakers: int, speakers_per_fold: int = 4) -> int:
@@ -78,9 +93,9 @@ def default_fold_count(n_speakers: int, speakers_per_fold: int = 4) -> int:
 
     RAVDESS (24 actors) gets 6 folds of 4, URDU (29) 7 folds.
     """
-    if n_speakers < 4:
+    if n_speakers < MIN_SPEAKERS:
         raise ProtocolError(
-            f"only {n_speakers} speakers: no speaker-independent protocol is possible (need at least 4)"
+            f"only {n_speakers} speakers: no speaker-independent protocol is possible (need at least {MIN_SPEAKERS})"
         )
     if n_speakers <= 12:
         return n_speakers

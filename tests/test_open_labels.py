@@ -12,9 +12,11 @@ from conftest import write_tone
 
 from bench.cli import main
 from bench.records import RecordStore
+from bench.runner import _warn_untrained_test_classes
 from ser_models.corpora import canonical_emotion, harmonise_labels, load_corpus, validate_manifest
 from ser_models.corpora.emodb import EMOTION_CODES, SPEAKER_GENDERS
 from ser_models.corpora.manifest import make_manifest
+from ser_models.protocols import Fold, lone_speaker_classes, untrained_test_classes
 
 
 def test_known_spellings_merge_and_other_words_become_classes():
@@ -38,7 +40,9 @@ def test_speaker_ids_are_prefixed_once():
     assert make_manifest(rows, "mine")["speaker"].tolist() == ["mine:07", "mine:08"]
 
 
-def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speakers: int = 4) -> Path:
+def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speakers: int = 4,
+                     lone: str | None = None) -> Path:
+    """Every speaker voices every label; `lone` is a class that speaker 0 alone voices (3 files)."""
     rows = []
     for s in range(speakers):
         for e, label in enumerate(labels):
@@ -46,6 +50,9 @@ def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speak
                 path = write_tone(folder / f"s{s}" / f"{e}_{k}.wav", freq=140.0 + 60 * e + 7 * s + 3 * k)
                 rows.append({"path": str(path.relative_to(folder)), "speaker": f"mine:{s:02d}", "emotion": label,
                              "gender": "female" if s % 2 else "male"})
+    for k in range(3 if lone else 0):
+        path = write_tone(folder / "s0" / f"lone_{k}.wav", freq=400.0 + 11 * k)
+        rows.append({"path": str(path.relative_to(folder)), "speaker": "mine:00", "emotion": lone, "gender": "male"})
     for name, label in (("unlabelled", ""), ("numbered", "7")):
         write_tone(folder / "extra" / f"{name}.wav")
         rows.append({"path": f"extra/{name}.wav", "speaker": "mine:09", "emotion": label, "gender": "male"})
@@ -56,7 +63,7 @@ def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speak
 @pytest.fixture(scope="module")
 def boredom_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("open")
-    csv = _manifest_corpus(base / "mine")
+    csv = _manifest_corpus(base / "mine", lone="contempt")
     suite = base / "open.toml"
     suite.write_text('corpora = []\nmodels = ["logreg"]\n')
     argv = ["run", "--suite", str(suite), "--manifest", f"mine={csv}", "--jobs", "1",
@@ -87,8 +94,32 @@ def test_a_class_outside_the_eight_is_kept_end_to_end(boredom_run, capsys):
 
 def test_the_console_reports_skips_by_reason(boredom_run):
     _, _, stdout = boredom_run
-    assert "skipped 2 files, by reason" in stdout
+    assert "skipped 5 files, by reason" in stdout
     assert "no emotion label given" in stdout and "is a number, not a class name" in stdout
+    assert "3  class … is voiced by one speaker only …" in stdout
+
+
+def test_a_class_one_speaker_voices_is_left_out_and_listed(boredom_run):
+    base, _, _ = boredom_run
+    skipped = pd.read_csv(base / "results" / "open" / "skipped.csv")
+    lone = skipped[skipped["reason"].str.startswith("class 'contempt' is voiced by one speaker only (mine:00)")]
+    assert sorted(Path(p).name for p in lone["path"]) == ["lone_0.wav", "lone_1.wav", "lone_2.wav"]
+    assert not any("contempt" in r["labels"] for r in RecordStore(base / "results" / "open").load())
+
+
+def test_folds_that_test_a_class_their_training_side_lacks_are_named(caplog):
+    rows = [{"path": f"/x/{s}_{e}.wav", "speaker": f"c:{s}", "gender": "male", "emotion": e, "label_raw": e}
+            for s in range(6) for e in (["angry", "sad"] if s < 2 else ["angry"])]
+    manifest = make_manifest(rows, "c")
+    assert lone_speaker_classes(manifest) == []
+    together, apart = Fold(0, ("c:0", "c:1", "c:2")), Fold(1, ("c:0", "c:3", "c:4"))
+    assert untrained_test_classes(together, manifest) == ["sad"]
+    assert untrained_test_classes(apart, manifest) == []
+    assert lone_speaker_classes(manifest[manifest["speaker"] != "c:1"]) == ["sad"]
+    with caplog.at_level("WARNING"):
+        _warn_untrained_test_classes("c", "speaker_folds", [together, apart], manifest, "emotion")
+    assert "1 of 2 folds test classes that none of their training speakers voices" in caplog.text
+    assert "0: sad" in caplog.text
 
 
 def test_predictions_store_paths_relative_to_the_corpus_folder(boredom_run):
