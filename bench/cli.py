@@ -22,6 +22,7 @@ from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, s
 from bench.saved_models import SavedModelError, choose_model, predict_files
 from bench.suite import MAX_SEED, SuiteError, load_suite, suite_names, valid_budget, valid_seed
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
+from ser_models.corpora.registry import audio_files
 from ser_models.feature_cache import ExtractionCrashError
 from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
@@ -82,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
     predict = commands.add_parser("predict", help="emotions of new audio files, with a model a run saved")
-    predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                         help="audio files, or folders (their .wav and .flac files, searched recursively)")
     predict.add_argument("--suite", default="smoke", help="the suite whose saved models to use")
     predict.add_argument("--model", default=None,
                          help="a saved model: corpus name, model name or .joblib path (default: the best saved)")
@@ -166,9 +168,14 @@ def _report(args: argparse.Namespace) -> None:
     print(f"leaderboard rebuilt from records: {paths['leaderboard']}")
 
 
+def _audio_paths(paths: list[Path]) -> list[Path]:
+    """The files as given, a folder replaced by the .wav/.flac files under it (kept when it holds none)."""
+    return [file for path in paths for file in ((path.is_dir() and audio_files(path)) or [path])]
+
+
 def _predict(args: argparse.Namespace) -> None:
     chosen = choose_model(args.results_dir / load_suite(args.suite).name, args.model)
-    table = predict_files(chosen["path"], [str(f) for f in args.files])
+    table = predict_files(chosen["path"], [str(f) for f in _audio_paths(args.files)])
     print(f"model: {chosen.get('model', '?')} trained on {chosen.get('corpus', '?')} "
           f"(cross-validated UAR {chosen.get('cross_validated_uar', float('nan')):.3f}), {chosen['path']}")
     shown = table.drop(columns=["error"]).rename(columns=lambda c: c[2:] if c.startswith("p_") else c)

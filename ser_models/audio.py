@@ -26,6 +26,10 @@ def load_audio(
     try:
         data, native_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        if Path(path).is_dir():
+            raise AudioError("a folder, not an audio file") from error
+        if not Path(path).exists():
+            raise AudioError("no such file") from error
         raise AudioError(f"unreadable audio: {error}") from error
     if data.size == 0:
         raise AudioError("empty audio (no samples)")

@@ -48,6 +48,21 @@ def test_predict_prints_emotions_and_probabilities(smoke_results, tmp_path, caps
     assert "silent.wav" in err and "silent" in err
 
 
+def test_predict_reads_a_folder_and_names_missing_files_and_folders(smoke_results, tmp_path, capsys):
+    for name in ("a.wav", "deeper/b.FLAC"):
+        write_tone(tmp_path / "in" / name, freq=200.0)
+    (tmp_path / "in" / "notes.txt").write_text("not audio")
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), str(tmp_path / "gone.wav"), str(tmp_path / "empty"),
+                 "--results-dir", str(smoke_results)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(f"| {tmp_path}")] == \
+        [str(tmp_path / "in" / "a.wav"), str(tmp_path / "in" / "deeper" / "b.FLAC")]
+    assert f"skipped {tmp_path / 'gone.wav'}: no such file" in err
+    assert f"skipped {tmp_path / 'empty'}: a folder, not an audio file" in err
+
+
 def test_predict_without_a_saved_model_lists_what_to_do(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "x.wav"), "--results-dir", str(tmp_path)]) == 2
     assert "run `python -m bench run` first" in capsys.readouterr().err
