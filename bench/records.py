@@ -57,7 +57,7 @@ class RecordStore:
         """Every intact record; a damaged line (e.g. cut by a kill) is reported and ignored."""
         if not self.records_path.exists():
             return []
-        records = []
+        records, seen = [], set()
         for number, line in enumerate(self.records_path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -68,6 +68,10 @@ class RecordStore:
             except ValueError as error:
                 log.warning("ignoring damaged record line %d of %s (%s)", number, self.records_path, error)
                 continue
+            if record["config_hash"] in seen:  # the same fit recorded twice (runs of older versions, run at once)
+                log.warning("ignoring record line %d of %s: its fit is recorded above", number, self.records_path)
+                continue
+            seen.add(record["config_hash"])
             records.append(record)
         return records
 

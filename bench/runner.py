@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 from joblib import Memory, Parallel, delayed, parallel_config
 from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from tqdm.auto import tqdm
@@ -663,6 +664,29 @@ def compiled_programs_beside(cache_dir: Path) -> None:
 
 def run_suite(options: RunOptions) -> RunSummary:
     """Run every job of the suite that is not yet recorded, then rebuild the leaderboards."""
+    folder = options.results_dir / options.suite.name
+    _writable(folder, "results folder", "--results-dir")
+    with _sole_run(folder):
+        return _run_suite(options)
+
+
+@contextlib.contextmanager
+def _sole_run(folder: Path):
+    """Hold the results folder for this run. A second run on it would train the same folds again, and each run's
+    record rewrites (supersede) would drop the other's new records; it is refused, not queued."""
+    lock = FileLock(str(folder / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BenchError(f"another `bench run` is writing {folder}: start this one when it has finished (what "
+                         f"it recorded is then reused), or give this one its own --results-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_suite(options: RunOptions) -> RunSummary:
     suite = options.suite
     compiled_programs_beside(options.cache_dir)
     models = resolve_models(options.models or suite.models)
@@ -674,7 +698,6 @@ def run_suite(options: RunOptions) -> RunSummary:
     elif left_out:  # a declared manifest is a corpus the suite wants, even when `corpora` does not name it
         corpora += left_out
     folder = options.results_dir / suite.name
-    _writable(folder, "results folder", "--results-dir")
     _writable(options.cache_dir, "feature cache", "--cache-dir (or SER_BENCH_CACHE)")
     store = RecordStore(folder)
     if options.scheduler:  # an unreachable scheduler is said now, before --fresh clears anything or features run

@@ -96,6 +96,35 @@ def test_interrupted_run_redoes_only_the_missing_fold(tiny_run, tmp_path):
     assert after == before  # same folds, same numbers: classical models are deterministic
 
 
+def test_a_second_run_on_a_results_folder_in_use_is_refused_and_changes_nothing(tiny_run, tmp_path):
+    """Two runs at once on one folder would train the same folds twice and could drop each other's records."""
+    from filelock import FileLock
+
+    options, _ = tiny_run
+    results = tmp_path / "results"
+    shutil.copytree(options.results_dir, results)
+    before = (results / "tiny" / "records.jsonl").read_bytes()
+    with FileLock(str(results / "tiny" / ".run.lock")):  # another process's run, as far as this one can tell
+        with pytest.raises(BenchError, match="another `bench run` is writing .*its own --results-dir"):
+            run_suite(RunOptions(**{**options.__dict__, "results_dir": results, "fresh": True}))
+    assert (results / "tiny" / "records.jsonl").read_bytes() == before  # --fresh cleared nothing
+    assert run_suite(RunOptions(**{**options.__dict__, "results_dir": results})).trained == 0  # released
+
+
+def test_a_fit_recorded_twice_counts_once(tiny_run, tmp_path, caplog):
+    """Duplicated record lines (two runs at once, before the lock) must not double the test utterances."""
+    options, summary = tiny_run
+    folder = tmp_path / "tiny"
+    shutil.copytree(summary.folder, folder, ignore=shutil.ignore_patterns("figures", "models"))
+    records = folder / "records.jsonl"
+    records.write_text(records.read_text() * 2)
+    store = RecordStore(folder)
+    assert [r["config_hash"] for r in store.load()] == [r["config_hash"] for r in RecordStore(summary.folder).load()]
+    assert "its fit is recorded above" in caplog.text
+    write_leaderboards(store, options.suite)
+    assert (folder / "leaderboard.md").read_text() == summary.leaderboard.read_text()
+
+
 def test_report_rebuilds_the_same_leaderboard_from_records(tiny_run):
     options, summary = tiny_run
     store = RecordStore(summary.folder)
