@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from ser_models.audio import AudioError
 from ser_models.features import FeatureSpec, extract_file
 from ser_models.models import model_spec
 
+log = logging.getLogger(__name__)
+
 
 class SavedModelError(RuntimeError):
     """No saved model matches the request; the message lists the ones there are."""
@@ -24,6 +28,18 @@ class SavedModelError(RuntimeError):
 
 def models_folder(suite_folder: Path) -> Path:
     return Path(suite_folder) / "models"
+
+
+def _read_meta(meta_path: Path) -> dict | None:
+    """A saved model's metadata; None (with a warning) when the file is damaged."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if isinstance(meta, dict) and isinstance(meta.get("cross_validated_uar", 0.0), (int, float)):
+            return meta
+    except (ValueError, OSError):
+        pass
+    log.warning("%s is damaged and is ignored: the next `bench run` of its suite saves that model again", meta_path)
+    return None
 
 
 def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, seed: int, uar: float,
@@ -34,7 +50,7 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
                        "data": features.fingerprint(), "version": model_spec(model).version})
     path = models_folder(suite_folder) / f"{corpus}.joblib"
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+    if path.exists() and meta_path.exists() and (_read_meta(meta_path) or {}).get("key") == key:
         return None
     rows = np.arange(len(features.manifest))
     x, y, groups, _ = inputs.training_set(model, rows)
@@ -55,9 +71,9 @@ def saved_models(suite_folder: Path) -> list[dict]:
     """Metadata of every saved model of a suite, best cross-validated UAR first."""
     metas = []
     for meta_path in sorted(models_folder(suite_folder).glob("*.json")):
-        if meta_path.with_suffix(".joblib").exists():
-            metas.append({**json.loads(meta_path.read_text()), "path": str(meta_path.with_suffix(".joblib"))})
-    return sorted(metas, key=lambda m: -m["cross_validated_uar"])
+        if meta_path.with_suffix(".joblib").exists() and (meta := _read_meta(meta_path)) is not None:
+            metas.append({**meta, "path": str(meta_path.with_suffix(".joblib"))})
+    return sorted(metas, key=lambda m: -m.get("cross_validated_uar", 0.0))
 
 
 def choose_model(suite_folder: Path, name: str | None = None) -> dict:
@@ -67,22 +83,28 @@ def choose_model(suite_folder: Path, name: str | None = None) -> dict:
         if not Path(name).exists():
             raise SavedModelError(f"model file {name} does not exist")
         meta_path = Path(name).with_suffix(".json")
-        return {**json.loads(meta_path.read_text()), "path": name} if meta_path.exists() else {"path": name}
+        return {**((meta_path.exists() and _read_meta(meta_path)) or {}), "path": name}
     if not metas:
         raise SavedModelError(f"no saved model under {models_folder(suite_folder)}: run `python -m bench run` first")
     if name is None:
         return metas[0]
-    chosen = [m for m in metas if name in (m["corpus"], m["model"], f"{m['corpus']}-{m['model']}")]
+    chosen = [m for m in metas if name in (m.get("corpus"), m.get("model"), f"{m.get('corpus')}-{m.get('model')}")]
     if not chosen:
-        choices = ", ".join(f"{m['corpus']} ({m['model']})" for m in metas)
+        choices = ", ".join(f"{m.get('corpus', '?')} ({m.get('model', '?')})" for m in metas)
         raise SavedModelError(f"no saved model {name!r}; saved: {choices}")
     return chosen[0]
 
 
 def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
     """Emotion and class probabilities per file; unusable files get their reason instead."""
-    saved = joblib.load(model_path)
-    estimator, spec = saved["estimator"], FeatureSpec(**saved["spec"])
+    try:
+        saved = joblib.load(model_path)
+        estimator, spec = saved["estimator"], FeatureSpec(**saved["spec"])
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, ImportError, IndexError,
+            pickle.UnpicklingError) as error:  # what unpickling a truncated or foreign file raises
+        raise SavedModelError(f"the saved model {model_path} cannot be read ({type(error).__name__}: {error}); "
+                              f"delete it and its .json, and `bench run` the suite again: its folds are reused, "
+                              f"only the refit is redone") from None
     kind = model_spec(saved["model"]).input
     rows = []
     for file in files:

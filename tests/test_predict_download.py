@@ -63,6 +63,28 @@ def test_predict_reads_a_folder_and_names_missing_files_and_folders(smoke_result
     assert f"skipped {tmp_path / 'empty'}: a folder, not an audio file" in err
 
 
+def test_a_damaged_saved_model_is_a_one_line_error_and_a_damaged_meta_is_saved_again(smoke_results, tmp_path,
+                                                                                     capsys, caplog):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke_results, results, ignore=shutil.ignore_patterns("cache"))
+    model = results / "smoke" / "models" / "synthetic.joblib"
+    model.write_bytes(model.read_bytes()[:500])
+    wav = write_tone(tmp_path / "a.wav")
+    capsys.readouterr()
+    assert main(["predict", str(wav), "--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the saved model {model} cannot be read") and "Traceback" not in err
+    model.with_suffix(".json").write_text("{")
+    assert main(["predict", str(wav), "--results-dir", str(results)]) == 2
+    assert "synthetic.json is damaged and is ignored" in caplog.text
+    assert "no saved model under" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--model", "logreg", "svm", "--jobs", "1", "--results-dir", str(results),
+                 "--cache-dir", str(smoke_results / "cache")]) == 0
+    assert main(["predict", str(wav), "--results-dir", str(results)]) == 0
+
+
 def test_predict_without_a_saved_model_lists_what_to_do(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "x.wav"), "--results-dir", str(tmp_path)]) == 2
     assert "run `python -m bench run` first" in capsys.readouterr().err
