@@ -94,11 +94,17 @@ def test_manifest_corpus_from_csv_and_tsv(tmp_path):
     register_manifest_corpus("mine_tsv", tmp_path / "corpus.tsv")
     skipped = load_corpus("mine_tsv", tmp_path).attrs["skipped"]
     assert [s["reason"] for s in skipped][-1] == "listed in the manifest more than once (the first row is used)"
+    # a spreadsheet's export: semicolons, a byte-order mark, capitalised headers
+    table.iloc[:5].rename(columns=str.capitalize).to_csv(tmp_path / "excel.csv", index=False, sep=";",
+                                                          encoding="utf-8-sig")
+    register_manifest_corpus("mine_excel", tmp_path / "excel.csv")
+    excel = load_corpus("mine_excel", tmp_path)
+    assert excel[["path", "emotion", "gender"]].equals(manifest[["path", "emotion", "gender"]])
 
 
 def test_manifest_errors_name_the_problem(tmp_path):
     (tmp_path / "bad.csv").write_text("file,who,label\nx.wav,a,angry\n")
-    with pytest.raises(ManifestError, match=r"lacks columns \['path', 'speaker', 'emotion'\]"):
+    with pytest.raises(ManifestError, match=r"lacks columns \['path', 'speaker', 'emotion'\].*header has \['file', "):
         register_manifest_corpus("bad", tmp_path / "bad.csv")
     with pytest.raises(ManifestError, match="does not exist"):
         register_manifest_corpus("bad", tmp_path / "nope.csv")

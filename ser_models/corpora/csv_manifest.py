@@ -18,16 +18,30 @@ def read_manifest_table(file: str | Path) -> pd.DataFrame:
     if not file.is_file():
         raise ManifestError(f"manifest file {file} does not exist")
     try:
-        table = pd.read_csv(file, sep="\t" if file.suffix.lower() in (".tsv", ".tab") else ",", dtype=str)
+        table = pd.read_csv(file, sep=_separator(file), dtype=str, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise ManifestError(f"manifest file {file} cannot be read as CSV/TSV: {error}") from error
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ManifestError(
-            f"manifest file {file} lacks columns {missing}; it needs {list(REQUIRED_COLUMNS)} (optional: gender)"
+            f"manifest file {file} lacks columns {missing}; it needs {list(REQUIRED_COLUMNS)} (optional: gender), "
+            f"and its header has {list(table.columns)[:8]}"
         )
     return table
+
+
+def _separator(file: Path) -> str:
+    """Tab for .tsv/.tab; otherwise the first of , ; and tab whose split of the header names every required column
+    (spreadsheets in many locales export CSV with semicolons), else a comma."""
+    if file.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    with open(file, encoding="utf-8-sig", errors="replace") as stream:
+        header = stream.readline()
+    for separator in (",", ";", "\t"):
+        if set(REQUIRED_COLUMNS) <= {c.strip().strip('"').lower() for c in header.split(separator)}:
+            return separator
+    return ","
 
 
 def _loader(file: Path):
