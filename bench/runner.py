@@ -298,7 +298,11 @@ def _has_gender(name: str, features: FeatureSet, why: str) -> bool:
         log.warning("%s: %s skipped: %d utterances have no gender metadata (not guessed)", name, why, unknown)
     elif features.manifest["gender"].nunique() < 2:
         log.warning("%s: %s skipped: every speaker has the same gender", name, why)
-    return unknown == 0 and features.manifest["gender"].nunique() == 2
+    elif lone := lone_speaker_classes(features.manifest, "gender"):
+        log.warning("%s: %s skipped: only one speaker is %s, so no speaker-independent fold trains on that gender "
+                    "while testing it", name, why, lone[0])
+    return unknown == 0 and features.manifest["gender"].nunique() == 2 and not lone_speaker_classes(
+        features.manifest, "gender")
 
 
 def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: str = "emotion",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ from conftest import write_tone
 
 from bench.cli import main
 from bench.records import RecordStore
-from bench.runner import _warn_untrained_test_classes
+from bench.runner import _has_gender, _warn_untrained_test_classes
 from ser_models.corpora import canonical_emotion, harmonise_labels, load_corpus, validate_manifest
 from ser_models.corpora.emodb import EMOTION_CODES, SPEAKER_GENDERS
 from ser_models.corpora.manifest import make_manifest
@@ -120,6 +121,17 @@ def test_folds_that_test_a_class_their_training_side_lacks_are_named(caplog):
         _warn_untrained_test_classes("c", "speaker_folds", [together, apart], manifest, "emotion")
     assert "1 of 2 folds test classes that none of their training speakers voices" in caplog.text
     assert "0: sad" in caplog.text
+
+
+def test_the_gender_task_needs_two_speakers_of_each_gender(caplog):
+    def speakers(genders):
+        rows = [{"path": f"/x/{s}.wav", "speaker": f"c:{s}", "gender": g, "emotion": "sad", "label_raw": "sad"}
+                for s, g in enumerate(genders)]
+        return SimpleNamespace(manifest=make_manifest(rows, "c"))
+
+    assert _has_gender("c", speakers(["male", "male", "female", "female", "male"]), "gender task")
+    assert not _has_gender("c", speakers(["male", "male", "female", "male", "male"]), "gender task")
+    assert "only one speaker is female" in caplog.text
 
 
 def test_predictions_store_paths_relative_to_the_corpus_folder(boredom_run):
