@@ -292,17 +292,19 @@ def _restricted(features: FeatureSet, target: str, labels: set[str]) -> FeatureS
 
 
 def _has_gender(name: str, features: FeatureSet, why: str) -> bool:
-    """True when every utterance has a known gender and both occur; otherwise say why the rows are left out."""
+    """True when every utterance has a known gender and each gender has 2 or more speakers; otherwise say why the
+    rows are left out."""
     unknown = int((~features.manifest["gender"].isin(["female", "male"])).sum())
+    genders = features.manifest["gender"].nunique()
+    lone = lone_speaker_classes(features.manifest, "gender")
     if unknown:
         log.warning("%s: %s skipped: %d utterances have no gender metadata (not guessed)", name, why, unknown)
-    elif features.manifest["gender"].nunique() < 2:
+    elif genders < 2:
         log.warning("%s: %s skipped: every speaker has the same gender", name, why)
-    elif lone := lone_speaker_classes(features.manifest, "gender"):
+    elif lone:
         log.warning("%s: %s skipped: only one speaker is %s, so no speaker-independent fold trains on that gender "
                     "while testing it", name, why, lone[0])
-    return unknown == 0 and features.manifest["gender"].nunique() == 2 and not lone_speaker_classes(
-        features.manifest, "gender")
+    return unknown == 0 and genders == 2 and not lone
 
 
 def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: str = "emotion",
