@@ -743,6 +743,10 @@ def _run_suite(options: RunOptions) -> RunSummary:
         except StorageError as error:
             raise BenchError(str(error)) from error
     datasets = plan_datasets(suite, corpus_sets, target=options.target, variant_sets=variant_sets)
+    if not datasets:  # only --target gender leaves every corpus out (the warnings above say why)
+        raise BenchError(f"none of {', '.join(corpora)} can be run for --target {options.target}: it needs a gender "
+                         f"for every utterance and 2 or more speakers of each gender (the warnings above say what "
+                         f"each corpus lacks)")
     main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
     shared = shared_fits(options.suite, models)  # also across tables: a ComParE row and an "svm@compare" refit
     for dataset in datasets:

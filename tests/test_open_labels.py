@@ -157,6 +157,14 @@ def test_cross_corpus_uses_only_the_shared_labels(tmp_path):
     assert all(r["labels"] == ["angry", "neutral"] for r in records)  # no boredom, no sad
 
 
+def test_a_gender_target_with_no_corpus_to_run_is_an_error_not_an_empty_table(tmp_path, capsys):
+    csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"))
+    pd.read_csv(csv).drop(columns="gender").to_csv(csv, index=False)
+    assert main(["run", "--suite", "quick", "--manifest", f"mine={csv}", "--corpus", "mine", "--target", "gender",
+                 "--jobs", "1", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "none of mine can be run for --target gender" in capsys.readouterr().err
+
+
 def test_a_declared_manifest_is_run_even_when_corpora_does_not_name_it(tmp_path, caplog):
     csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"), speakers=4)
     suite = tmp_path / "decl.toml"
