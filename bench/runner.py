@@ -607,10 +607,12 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
         raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
-    return _without_lone_speaker_classes(corpus, features) if options.target == "emotion" else features
+    if options.target != "emotion":
+        return features
+    return _without_lone_speaker_classes(corpus, features, say=spec is None)  # said once, for the suite's own set
 
 
-def _without_lone_speaker_classes(corpus: str, features: FeatureSet) -> FeatureSet:
+def _without_lone_speaker_classes(corpus: str, features: FeatureSet, *, say: bool = True) -> FeatureSet:
     """Leave out (to skipped.csv) a class that one speaker alone voices: each fold testing it never trained on it."""
     manifest = features.manifest
     if manifest["speaker"].nunique() < MIN_SPEAKERS:  # speaker-dependent folds: the rule does not apply
@@ -619,9 +621,10 @@ def _without_lone_speaker_classes(corpus: str, features: FeatureSet) -> FeatureS
     if not lone:
         return features
     dropped = manifest["emotion"].isin(lone).to_numpy()
-    log.warning("%s: classes %s are voiced by fewer than %d speakers and are left out (utterances: %d): "
-                "no speaker-independent fold can both train and test them", corpus, lone, MIN_CLASS_SPEAKERS,
-                int(dropped.sum()))
+    if say:
+        log.warning("%s: classes %s are voiced by fewer than %d speakers and are left out (utterances: %d): "
+                    "no speaker-independent fold can both train and test them", corpus, lone, MIN_CLASS_SPEAKERS,
+                    int(dropped.sum()))
     kept = features.subset(np.flatnonzero(~dropped))
     kept.skipped += [{"path": str(row.path), "reason": f"class {row.emotion!r} is voiced by one speaker only "
                       f"({row.speaker}): no speaker-independent fold can both train and test it"}
