@@ -142,6 +142,9 @@ def job_data(inputs: ModelInputs, model: str, train: np.ndarray, test: np.ndarra
     x_train, y_train, groups_train, source = inputs.training_set(model, train, members)
     if np.isin(source, test).any():
         raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
+    keys = np.asarray(inputs.features.keys)
+    if np.isin(keys[test], keys[source]).any():
+        raise SpeakerLeakError("a test-fold file's audio is also a training file (a byte-identical copy)")
     if speaker_independent:
         assert_speaker_disjoint(groups_train, inputs.features.manifest["speaker"].to_numpy()[test])
     return x_train, y_train, groups_train, inputs.test_set(model, test, members)

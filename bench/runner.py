@@ -362,7 +362,11 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
     if "combined" in scopes.values():
         label_sets = [_labels_of(corpus_sets[c], target) for c in names]
         labels = set.union(*label_sets) if suite.combined.get("labels") == "all" else set.intersection(*label_sets)
-        merged = FeatureSet.concat([_restricted(corpus_sets[c], target, labels) for c in names])
+        parts, seen = [], {}
+        for c in names:  # a speaker two corpora share (by a shared file) is kept in the first only
+            parts.append(_without_shared_speakers("+".join(names), _restricted(corpus_sets[c], target, labels), seen))
+            seen |= dict(zip(parts[-1].keys, parts[-1].manifest["speaker"], strict=True))
+        merged = FeatureSet.concat(parts)
         datasets.append(Dataset("+".join(names), tuple(names), merged, ("combined",), options, suite.features,
                                 {"n_folds": suite.combined.get("n_folds")}, target=target))
     if "cross" in scopes.values():
@@ -375,7 +379,11 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
             if len(labels) < 2:
                 log.warning("cross-corpus %s->%s skipped: fewer than 2 shared labels", "+".join(train), test)
                 continue
-            merged = FeatureSet.concat([_restricted(corpus_sets[c], target, labels) for c in (*train, test)])
+            tested = _restricted(corpus_sets[test], target, labels)
+            test_keys = dict(zip(tested.keys, tested.manifest["speaker"], strict=True))
+            name = f"{'+'.join(train)}->{test}"
+            merged = FeatureSet.concat([*(_without_shared_speakers(name, _restricted(corpus_sets[c], target, labels),
+                                                                   test_keys) for c in train), tested])
             datasets.append(Dataset(f"{'+'.join(train)}->{test}", (*train, test), merged, ("cross_corpus",),
                                     {c: options[c] for c in (*train, test)}, suite.features,
                                     {"train_corpora": train, "test_corpus": test}, target=target))
@@ -607,9 +615,50 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
         raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
+    say = spec is None  # said once, for the suite's own feature set
+    features = _without_copies(corpus, features, say=say)
     if options.target != "emotion":
         return features
-    return _without_lone_speaker_classes(corpus, features, say=spec is None)  # said once, for the suite's own set
+    return _without_lone_speaker_classes(corpus, features, say=say)
+
+
+def _without_copies(corpus: str, features: FeatureSet, *, say: bool = True) -> FeatureSet:
+    """Leave out (to skipped.csv) byte-identical copies of an earlier file that a fold could put on the other side of
+    it: a copy under another speaker, or any copy where folds split utterances (fewer than MIN_SPEAKERS speakers)."""
+    manifest = features.manifest
+    any_copy = manifest["speaker"].nunique() < MIN_SPEAKERS
+    first: dict[str, tuple[str, str]] = {}  # content key -> (path, speaker) of its first file
+    keep, copies = [], []
+    for index, (key, row) in enumerate(zip(features.keys, manifest.itertuples(), strict=True)):
+        path, speaker = first.setdefault(key, (str(row.path), row.speaker))
+        if path == str(row.path) or (speaker == row.speaker and not any_copy):
+            keep.append(index)
+        else:
+            copies.append({"path": str(row.path), "reason": f"the same audio as {path} ({speaker}), byte for byte: "
+                           f"one recording on both sides of a fold would be tested on what it trained on"})
+    if not copies:
+        return features
+    if say:
+        log.warning("%s: %d files are byte-identical copies of other files of the corpus under another speaker "
+                    "(or in utterance folds) and are left out, e.g. %s", corpus, len(copies), copies[0]["path"])
+    kept = features.subset(np.array(keep))
+    kept.skipped += copies
+    return kept
+
+
+def _without_shared_speakers(name: str, features: FeatureSet, others: dict[str, str]) -> FeatureSet:
+    """`features` less every speaker with a file whose bytes another corpus of the table also has (`others`: content
+    key -> speaker there): the same recording means the same person, who must not be on both sides of a fold."""
+    speakers = features.manifest["speaker"].to_numpy()
+    twins = {speaker: others[key] for key, speaker in zip(features.keys, speakers, strict=True) if key in others}
+    if not twins:
+        return features
+    left_out = np.isin(speakers, list(twins))
+    speaker, twin = next(iter(twins.items()))
+    log.warning("%s: %d speakers of %s (%d files) have byte-identical files in another corpus of this table, so they "
+                "are taken for the same people and left out of it, e.g. %s (= %s)", name, len(twins),
+                features.manifest["corpus"].iloc[0], int(left_out.sum()), speaker, twin)
+    return features.subset(np.flatnonzero(~left_out))
 
 
 def _without_lone_speaker_classes(corpus: str, features: FeatureSet, *, say: bool = True) -> FeatureSet:

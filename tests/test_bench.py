@@ -416,6 +416,22 @@ def test_job_data_refuses_a_leaking_split(synthetic_manifest, tmp_path):
         job_data(inputs, "logreg", rows[:8], rows[6:])
 
 
+def test_job_data_refuses_a_test_file_whose_copy_is_trained_on(synthetic_manifest, tmp_path):
+    """Speaker-disjoint on paper, but one recording on both sides (a byte-identical file under another speaker)."""
+    from bench.inputs import ModelInputs, job_data
+    from ser_models.feature_cache import extract_features
+    from ser_models.protocols import SpeakerLeakError
+
+    features = extract_features(synthetic_manifest.head(12), cache_dir=tmp_path)
+    speakers = features.manifest["speaker"].to_numpy()
+    train = np.flatnonzero(speakers != speakers[-1])
+    test = np.flatnonzero(speakers == speakers[-1])
+    job_data(ModelInputs(features), "logreg", train, test)  # distinct files: fine
+    features.keys[test[0]] = features.keys[train[0]]
+    with pytest.raises(SpeakerLeakError, match="byte-identical copy"):
+        job_data(ModelInputs(features), "logreg", train, test)
+
+
 def test_changed_configuration_supersedes_old_rows(tiny_run, tmp_path):
     options, first = tiny_run
     results = tmp_path / "results"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,6 +164,42 @@ def test_a_gender_target_with_no_corpus_to_run_is_an_error_not_an_empty_table(tm
     assert main(["run", "--suite", "quick", "--manifest", f"mine={csv}", "--corpus", "mine", "--target", "gender",
                  "--jobs", "1", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
     assert "none of mine can be run for --target gender" in capsys.readouterr().err
+
+
+def test_recordings_two_corpora_share_never_sit_on_both_sides(tmp_path, caplog):
+    """A second manifest lists two of the first corpus' speakers again under ids of its own (as a corpus bundle
+    that redistributes another would), plus two speakers of its own; inside the first corpus, one file is copied
+    under another speaker. Copies are the same people: no fold may put them on both sides."""
+    csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"))
+    table = pd.read_csv(csv)
+    shutil.copy(tmp_path / "mine" / "s0" / "0_0.wav", tmp_path / "mine" / "s3" / "copy.wav")
+    copy = {"path": "s3/copy.wav", "speaker": "mine:03", "emotion": "angry", "gender": "female"}
+    pd.concat([table, pd.DataFrame([copy])]).to_csv(csv, index=False)
+    twin = table[table["speaker"].isin(["mine:00", "mine:01"])].assign(
+        path=lambda t: [str(tmp_path / "mine" / p) for p in t["path"]],
+        speaker=lambda t: t["speaker"].str.replace("mine:", "twin:"))
+    own = _manifest_corpus(tmp_path / "own", labels=("angry", "neutral"), speakers=2)
+    own_rows = pd.read_csv(own).dropna(subset=["emotion"]).assign(
+        path=lambda t: [str(tmp_path / "own" / p) for p in t["path"]],
+        speaker=lambda t: t["speaker"].str.replace("mine:0", "twin:1"))
+    for i, path in enumerate(own_rows["path"]):  # other recordings than mine's
+        write_tone(Path(path), freq=500.0 + 9 * i)
+    pd.concat([twin, own_rows]).to_csv(tmp_path / "twin.csv", index=False)
+    suite = tmp_path / "twins.toml"
+    suite.write_text('corpora = []\nmodels = ["logreg"]\nprotocols = ["speaker_folds", "combined", "cross_corpus"]\n'
+                     '[combined]\nn_folds = 2\n')
+    assert main(["run", "--suite", str(suite), "--manifest", f"mine={csv}", f"twin={tmp_path / 'twin.csv'}",
+                 "--jobs", "1", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 0
+    records = RecordStore(tmp_path / "r" / "twins").load()
+    skipped = pd.read_csv(tmp_path / "r" / "twins" / "skipped.csv")
+    assert skipped["reason"].str.contains("the same audio as .*0_0.wav \\(mine:00\\), byte for byte").sum() == 1
+    combined = [r for r in records if r["protocol"] == "combined"]
+    speakers = {s for r in combined for s in r["train_speakers"] + r["test_speakers"]}
+    assert speakers == {"mine:00", "mine:01", "mine:02", "mine:03", "twin:10", "twin:11"}
+    cross = {r["corpus"]: r for r in records if r["protocol"] == "cross_corpus"}
+    assert cross["mine->twin"]["train_speakers"] == ["mine:02", "mine:03"]
+    assert cross["twin->mine"]["train_speakers"] == ["twin:10", "twin:11"]
+    assert "2 speakers of twin (12 files) have byte-identical files in another corpus" in caplog.text
 
 
 def test_a_declared_manifest_is_run_even_when_corpora_does_not_name_it(tmp_path, caplog):
