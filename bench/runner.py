@@ -28,6 +28,7 @@ from bench.records import RecordStore, config_hash, package_versions, record_ide
 from bench.saved_models import save_best_model
 from bench.suite import Suite, augment_for, seeds_for
 from bench.votes import STORED, is_vote, vote_outcome
+from ser_models.copies import NEAR_COPY_DISTANCE, copies_in, first_copies
 from ser_models.corpora import corpus_info, corpus_names, harmonise_labels, load_corpus, register_manifest_corpus
 from ser_models.ensembles import member_feature_set, timed_fit
 from ser_models.feature_cache import FeatureSet, default_cache_dir, extract_features
@@ -362,10 +363,10 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
     if "combined" in scopes.values():
         label_sets = [_labels_of(corpus_sets[c], target) for c in names]
         labels = set.union(*label_sets) if suite.combined.get("labels") == "all" else set.intersection(*label_sets)
-        parts, seen = [], {}
-        for c in names:  # a speaker two corpora share (by a shared file) is kept in the first only
+        parts = []
+        for c in names:  # a speaker two corpora share (by a shared recording) is kept in the first only
+            seen = FeatureSet.concat(parts) if parts else None
             parts.append(_without_shared_speakers("+".join(names), _restricted(corpus_sets[c], target, labels), seen))
-            seen |= dict(zip(parts[-1].keys, parts[-1].manifest["speaker"], strict=True))
         merged = FeatureSet.concat(parts)
         datasets.append(Dataset("+".join(names), tuple(names), merged, ("combined",), options, suite.features,
                                 {"n_folds": suite.combined.get("n_folds")}, target=target))
@@ -380,10 +381,9 @@ def _multi_corpus(suite: Suite, corpus_sets: dict[str, FeatureSet], scopes: dict
                 log.warning("cross-corpus %s->%s skipped: fewer than 2 shared labels", "+".join(train), test)
                 continue
             tested = _restricted(corpus_sets[test], target, labels)
-            test_keys = dict(zip(tested.keys, tested.manifest["speaker"], strict=True))
             name = f"{'+'.join(train)}->{test}"
             merged = FeatureSet.concat([*(_without_shared_speakers(name, _restricted(corpus_sets[c], target, labels),
-                                                                   test_keys) for c in train), tested])
+                                                                   tested) for c in train), tested])
             datasets.append(Dataset(f"{'+'.join(train)}->{test}", (*train, test), merged, ("cross_corpus",),
                                     {c: options[c] for c in (*train, test)}, suite.features,
                                     {"train_corpora": train, "test_corpus": test}, target=target))
@@ -600,7 +600,9 @@ def _reads_frames(models) -> bool:
 
 
 def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None, *,
-                   frames: bool = True) -> FeatureSet:
+                   frames: bool = True, main: FeatureSet | None = None) -> FeatureSet:
+    """A corpus's usable features on `spec` (the suite's own set when None). Copies of a recording are found on the
+    suite's own set; another set (`main`: the suite's own set of the corpus) leaves out the same files."""
     corpus_options = options.suite.corpus_options.get(corpus, {})
     root = corpus_root(corpus, corpus_options, options.data_root, options.cache_dir)
     manifest = load_corpus(corpus, root, **corpus_options)
@@ -615,49 +617,66 @@ def _load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = 
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
         raise BenchError(f"corpus {corpus!r}: no usable audio in {root} ({len(features.skipped)} files skipped)")
-    say = spec is None  # said once, for the suite's own feature set
-    features = _without_copies(corpus, features, say=say)
+    say = main is None  # said once, for the suite's own feature set
+    copies = _copies_within(corpus, features) if main is None else [row for row in main.skipped if "copy_of" in row]
+    features = _without(features, copies, corpus=corpus if say else None)
     if options.target != "emotion":
         return features
     return _without_lone_speaker_classes(corpus, features, say=say)
 
 
-def _without_copies(corpus: str, features: FeatureSet, *, say: bool = True) -> FeatureSet:
-    """Leave out (to skipped.csv) byte-identical copies of an earlier file that a fold could put on the other side of
-    it: a copy under another speaker, or any copy where folds split utterances (fewer than MIN_SPEAKERS speakers)."""
+def _copies_within(corpus: str, features: FeatureSet) -> list[dict]:
+    """The skipped.csv rows of the files that hold the recording of an earlier file which a fold could put on the
+    other side of it: a copy (byte-identical, or re-encoded, resampled, rescaled) under another speaker, or any copy
+    where folds split utterances (fewer than MIN_SPEAKERS speakers)."""
     manifest = features.manifest
     any_copy = manifest["speaker"].nunique() < MIN_SPEAKERS
-    first: dict[str, tuple[str, str]] = {}  # content key -> (path, speaker) of its first file
-    keep, copies = [], []
-    for index, (key, row) in enumerate(zip(features.keys, manifest.itertuples(), strict=True)):
-        path, speaker = first.setdefault(key, (str(row.path), row.speaker))
-        if path == str(row.path) or (speaker == row.speaker and not any_copy):
-            keep.append(index)
-        else:
-            copies.append({"path": str(row.path), "reason": f"the same audio as {path} ({speaker}), byte for byte: "
-                           f"one recording on both sides of a fold would be tested on what it trained on"})
-    if not copies:
+    paths, speakers = manifest["path"].astype(str).to_numpy(), manifest["speaker"].to_numpy()
+    copies = []
+    for index, first in enumerate(first_copies(features.keys, features.functionals)):
+        if first == index or (speakers[first] == speakers[index] and not any_copy):
+            continue
+        how = ("byte for byte" if features.keys[first] == features.keys[index] else
+               "nearly (re-encoded, resampled, rescaled or padded: functionals within "
+               f"{NEAR_COPY_DISTANCE} interquartile ranges)")
+        copies.append({"path": paths[index], "copy_of": paths[first],
+                       "reason": f"the same audio as {paths[first]} ({speakers[first]}), {how}: one recording on both "
+                                 f"sides of a fold would be tested on what it trained on"})
+    return copies
+
+
+def _without(features: FeatureSet, copies: list[dict], *, corpus: str | None) -> FeatureSet:
+    """`features` less the files of `copies` (to skipped.csv); a warning names them when `corpus` is given."""
+    paths = {row["path"] for row in copies}
+    dropped = features.manifest["path"].astype(str).isin(paths).to_numpy()
+    if not dropped.any():
         return features
-    if say:
-        log.warning("%s: %d files are byte-identical copies of other files of the corpus under another speaker "
-                    "(or in utterance folds) and are left out, e.g. %s", corpus, len(copies), copies[0]["path"])
-    kept = features.subset(np.array(keep))
-    kept.skipped += copies
+    if corpus:
+        log.warning("%s: %d files are copies (byte-identical, or re-encoded, resampled or rescaled) of other files "
+                    "of the corpus under another speaker (or in utterance folds) and are left out, e.g. %s",
+                    corpus, int(dropped.sum()), copies[0]["path"])
+    kept = features.subset(np.flatnonzero(~dropped))
+    gone = set(features.manifest["path"].astype(str)[dropped])
+    kept.skipped += [row for row in copies if row["path"] in gone]
     return kept
 
 
-def _without_shared_speakers(name: str, features: FeatureSet, others: dict[str, str]) -> FeatureSet:
-    """`features` less every speaker with a file whose bytes another corpus of the table also has (`others`: content
-    key -> speaker there): the same recording means the same person, who must not be on both sides of a fold."""
+def _without_shared_speakers(name: str, features: FeatureSet, others: FeatureSet | None) -> FeatureSet:
+    """`features` less every speaker with a file whose recording another corpus of the table (`others`) also has,
+    byte for byte or nearly: the same recording means the same person, who must not be on both sides of a fold."""
+    if others is None or others.manifest.empty:
+        return features
+    found = copies_in(features.keys, features.functionals, others.keys, others.functionals)
     speakers = features.manifest["speaker"].to_numpy()
-    twins = {speaker: others[key] for key, speaker in zip(features.keys, speakers, strict=True) if key in others}
+    twins = {speakers[i]: others.manifest["speaker"].iloc[j] for i, j in enumerate(found) if j >= 0}
     if not twins:
         return features
     left_out = np.isin(speakers, list(twins))
     speaker, twin = next(iter(twins.items()))
-    log.warning("%s: %d speakers of %s (%d files) have byte-identical files in another corpus of this table, so they "
-                "are taken for the same people and left out of it, e.g. %s (= %s)", name, len(twins),
-                features.manifest["corpus"].iloc[0], int(left_out.sum()), speaker, twin)
+    log.warning("%s: %d speakers of %s (%d files) have recordings that another corpus of this table also has (byte "
+                "for byte, or re-encoded, resampled or rescaled), so they are taken for the same people and left out "
+                "of it, e.g. %s (= %s)", name, len(twins), features.manifest["corpus"].iloc[0], int(left_out.sum()),
+                speaker, twin)
     return features.subset(np.flatnonzero(~left_out))
 
 
@@ -784,7 +803,8 @@ def _run_suite(options: RunOptions) -> RunSummary:
         # An openSMILE set's frame pass runs only for the frame models of its variant rows.
         frames = any(_reads_frames(v["models"]) for v in suite.variants if v.get("feature_set") == feature_set)
         for corpus in corpora:
-            variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec, frames=frames)
+            variant_sets[(corpus, feature_set)] = _load_features(options, corpus, spec, frames=frames,
+                                                                 main=corpus_sets[corpus])
             known = {row["path"] for row in corpus_sets[corpus].skipped}
             skipped_rows += [{"corpus": f"{corpus} ({feature_set})", **row}
                              for row in variant_sets[(corpus, feature_set)].skipped if row["path"] not in known]

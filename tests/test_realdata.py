@@ -22,6 +22,9 @@ def test_logreg_on_real_corpora_is_honest_and_well_above_chance(real_data, tmp_p
     ravdess = frame[frame["corpus"] == "ravdess"]
     assert (ravdess.groupby("protocol")["fold"].nunique() == 6).all()
     assert (ravdess["n_test"] == 240).all()  # 4 actors x 60 files
+    assert frame.loc[frame["corpus"] == "urdu", "n_test"].sum() == 400
+    # no file is taken for a copy of another speaker's (ravdess' one byte-identical pair is one actor's)
+    assert not (summary.folder / "skipped.csv").exists()
     for _, record in frame.iterrows():
         assert not set(record["train_speakers"]) & set(record["test_speakers"])
     pooled = {corpus: uar_from_confusion(sum(map(pd.DataFrame, rows["confusion"])).to_numpy())
