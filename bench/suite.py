@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.votes import STORED
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
+from ser_models.corpora.manifest import NO_AGREEMENT, no_agreement
 from ser_models.ensembles import FEATURE_SETS, check_ensemble_params
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
@@ -259,12 +260,13 @@ def _label_options(options: dict, suite: str) -> dict:
     unknown = sorted(set(options) - {"merge", "drop", "keep"})
     if unknown:
         raise SuiteError(f"suite {suite!r}: unknown [labels] keys {unknown}; allowed: drop, keep, merge")
-    named = [*options.get("merge", {}), *options.get("merge", {}).values(), *options.get("drop", ()),
-             *options.get("keep", ())]
+    dropped = [label for label in options.get("drop", ()) if not no_agreement(label)]  # never a class: skipped
+    named = [*options.get("merge", {}), *options.get("merge", {}).values(), *dropped, *options.get("keep", ())]
     bad = sorted({str(label) for label in named if canonical_emotion(label) is None})
     if bad:
         raise SuiteError(f"suite {suite!r}: [labels] names {bad}, which are no class names; classes are words "
-                         f"such as {list(CANONICAL_EMOTIONS)} or a corpus' own (e.g. boredom)")
+                         f"such as {list(CANONICAL_EMOTIONS)} or a corpus' own (e.g. boredom); a label that says no "
+                         f"emotion was agreed on ({', '.join(NO_AGREEMENT)}) is never a class: its rows are skipped")
     return dict(options)
 
 

@@ -27,6 +27,8 @@ def test_known_spellings_merge_and_other_words_become_classes():
     assert [canonical_emotion(x) for x in ("Boredom", "bored", " Frustrated ", "contempt")] == \
         ["boredom", "boredom", "frustrated", "contempt"]
     assert [canonical_emotion(x) for x in ("", "  ", "7", "3.0", None)] == [None] * 5
+    # IEMOCAP's "xxx" (annotators agreed on no emotion) and the like are no class, not a class "xxx"
+    assert [canonical_emotion(x) for x in ("xxx", "XXX", "Unknown", "no agreement")] == [None] * 4
 
 
 def test_label_options_take_any_class_name():
@@ -55,7 +57,7 @@ def _manifest_corpus(folder: Path, labels=("angry", "Boredom", "neutral"), speak
     for k in range(3 if lone else 0):
         path = write_tone(folder / "s0" / f"lone_{k}.wav", freq=400.0 + 11 * k)
         rows.append({"path": str(path.relative_to(folder)), "speaker": "mine:00", "emotion": lone, "gender": "male"})
-    for name, label in (("unlabelled", ""), ("numbered", "7")):
+    for name, label in (("unlabelled", ""), ("numbered", "7"), ("disagreed", "xxx")):
         write_tone(folder / "extra" / f"{name}.wav")
         rows.append({"path": f"extra/{name}.wav", "speaker": "mine:09", "emotion": label, "gender": "male"})
     pd.DataFrame(rows).to_csv(folder / "mine.csv", index=False)
@@ -67,7 +69,7 @@ def boredom_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("open")
     csv = _manifest_corpus(base / "mine", lone="contempt")
     suite = base / "open.toml"
-    suite.write_text('corpora = []\nmodels = ["logreg"]\n')
+    suite.write_text('corpora = []\nmodels = ["logreg"]\n[labels]\ndrop = ["XXX"]  # not needed, but no error\n')
     argv = ["run", "--suite", str(suite), "--manifest", f"mine={csv}", "--jobs", "1",
             "--results-dir", str(base / "results"), "--cache-dir", str(base / "cache")]
     out = io.StringIO()
@@ -96,8 +98,9 @@ def test_a_class_outside_the_eight_is_kept_end_to_end(boredom_run, capsys):
 
 def test_the_console_reports_skips_by_reason(boredom_run):
     _, _, stdout = boredom_run
-    assert "skipped 5 files, by reason" in stdout
+    assert "skipped 6 files, by reason" in stdout
     assert "no emotion label given" in stdout and "is a number, not a class name" in stdout
+    assert "1  emotion label … says no emotion was agreed on …, so it is no class" in stdout
     assert "3  class … is voiced by one speaker only …" in stdout
 
 

@@ -17,6 +17,9 @@ EMOTION_ALIASES = {
     "contemptuous": "contempt", "anxious": "anxiety",
 }
 
+# Labels that say the annotators agreed on no emotion (IEMOCAP's "xxx"): such a row has no class, as an empty one.
+NO_AGREEMENT = ("xxx", "no_agreement", "unknown", "unlabelled", "unlabeled")
+
 
 class ManifestError(ValueError):
     """A manifest that breaks the contract; the message says which rule."""
@@ -38,19 +41,31 @@ def make_manifest(rows: list[dict], corpus: str) -> pd.DataFrame:
 
 def canonical_emotion(label: object) -> str | None:
     """The canonical name of an emotion label: a known spelling maps to our vocabulary ("anger" -> angry),
-    any other word is its own class, lowercase ("Boredom" -> boredom). None for an empty or numeric label."""
+    any other word is its own class, lowercase ("Boredom" -> boredom). None for an empty or numeric label, or one
+    that says no emotion was agreed on ("xxx")."""
     if not isinstance(label, str):
         return None
-    word = "_".join(label.strip().lower().replace("-", " ").split())
-    if not word or not any(character.isalpha() for character in word):
+    word = _word(label)
+    if not word or not any(character.isalpha() for character in word) or no_agreement(word):
         return None
     return EMOTION_ALIASES.get(word, word)
+
+
+def _word(label: str) -> str:
+    return "_".join(label.strip().lower().replace("-", " ").split())
+
+
+def no_agreement(label: object) -> bool:
+    """Whether `label` says no emotion was agreed on (NO_AGREEMENT)."""
+    return isinstance(label, str) and _word(label) in NO_AGREEMENT
 
 
 def label_problem(label: object) -> str:
     """Why `label` gives no class (for skipped.csv), given that canonical_emotion returned None."""
     if not isinstance(label, str) or not label.strip():
         return "no emotion label given"
+    if no_agreement(label):
+        return f"emotion label {label!r} says no emotion was agreed on (as xxx in IEMOCAP), so it is no class"
     return f"emotion label {label!r} is a number, not a class name"
 
 
@@ -60,6 +75,7 @@ def harmonise_labels(
 ) -> pd.DataFrame:
     """Merge classes (e.g. calm -> neutral), then drop classes, then keep only `keep` (when given)."""
     merge = dict(merge or {})
+    drop = [label for label in drop if not no_agreement(label)]  # those rows are never in a manifest
     named = [*merge, *merge.values(), *drop, *(keep or ())]
     bad = sorted({str(label) for label in named if canonical_emotion(label) is None})
     if bad:
