@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -42,6 +43,14 @@ def _read_meta(meta_path: Path) -> dict | None:
     return None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, seed: int, uar: float,
                     inputs: ModelInputs, spec: FeatureSpec) -> Path | None:
     """Refit `model` on every utterance of the corpus and save it (skipped when already saved as is)."""
@@ -50,8 +59,11 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
                        "data": features.fingerprint(), "version": model_spec(model).version})
     path = models_folder(suite_folder) / f"{corpus}.joblib"
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists() and (_read_meta(meta_path) or {}).get("key") == key:
-        return None
+    meta = _read_meta(meta_path) if path.exists() and meta_path.exists() else None
+    if meta and meta.get("key") == key:
+        if meta.get("sha256") in (None, _sha256(path)):  # saved before the hash was kept, or intact
+            return None
+        log.warning("%s is damaged (its bytes are not the ones saved): it is saved again", path)
     rows = np.arange(len(features.manifest))
     x, y, groups, _ = inputs.training_set(model, rows)
     built = model_spec(model)
@@ -60,7 +72,8 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
     buffer = io.BytesIO()
     joblib.dump({"estimator": estimator, "model": model, "spec": asdict(spec)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-    meta = {"key": key, "corpus": corpus, "model": model, "params": params, "seed": seed,
+    meta = {"key": key, "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "corpus": corpus, "model": model,
+            "params": params, "seed": seed,
             "cross_validated_uar": uar, "classes": [str(c) for c in estimator.classes_],
             "trained_on_utterances": int(len(rows)), "feature_spec": asdict(spec)}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -103,8 +116,8 @@ def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, ImportError, IndexError,
             pickle.UnpicklingError) as error:  # what unpickling a truncated or foreign file raises
         raise SavedModelError(f"the saved model {model_path} cannot be read ({type(error).__name__}: {error}); "
-                              f"delete it and its .json, and `bench run` the suite again: its folds are reused, "
-                              f"only the refit is redone") from None
+                              f"`bench run` the suite again: it saves the model again (its folds are reused, only the "
+                              f"refit is redone)") from None
     kind = model_spec(saved["model"]).input
     rows = []
     for file in files:

@@ -63,8 +63,8 @@ def test_predict_reads_a_folder_and_names_missing_files_and_folders(smoke_result
     assert f"skipped {tmp_path / 'empty'}: a folder, not an audio file" in err
 
 
-def test_a_damaged_saved_model_is_a_one_line_error_and_a_damaged_meta_is_saved_again(smoke_results, tmp_path,
-                                                                                     capsys, caplog):
+def test_a_damaged_saved_model_or_meta_is_a_one_line_error_and_saved_again_by_the_next_run(
+        smoke_results, tmp_path, capsys, caplog):
     import shutil
 
     results = tmp_path / "results"
@@ -76,12 +76,15 @@ def test_a_damaged_saved_model_is_a_one_line_error_and_a_damaged_meta_is_saved_a
     assert main(["predict", str(wav), "--results-dir", str(results)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: the saved model {model} cannot be read") and "Traceback" not in err
+    common = ["--jobs", "1", "--results-dir", str(results), "--cache-dir", str(smoke_results / "cache")]
+    assert main(["run", "--suite", "smoke", "--model", "logreg", "svm", *common]) == 0  # as the error says
+    assert "synthetic.joblib is damaged (its bytes are not the ones saved): it is saved again" in caplog.text
+    assert main(["predict", str(wav), "--results-dir", str(results)]) == 0
     model.with_suffix(".json").write_text("{")
     assert main(["predict", str(wav), "--results-dir", str(results)]) == 2
     assert "synthetic.json is damaged and is ignored" in caplog.text
     assert "no saved model under" in capsys.readouterr().err
-    assert main(["run", "--suite", "smoke", "--model", "logreg", "svm", "--jobs", "1", "--results-dir", str(results),
-                 "--cache-dir", str(smoke_results / "cache")]) == 0
+    assert main(["run", "--suite", "smoke", "--model", "logreg", "svm", *common]) == 0
     assert main(["predict", str(wav), "--results-dir", str(results)]) == 0
 
 
