@@ -255,3 +255,21 @@ def test_list_corpora_shows_emodb_with_licence_and_citation(capsys):
     out = capsys.readouterr().out
     block = out[out.index("emodb"):out.index("ravdess")]
     assert "boredom" in block and "licence:" in block and "Burkhardt" in block and "wav/" in block
+
+
+def test_speaker_ids_that_differ_only_in_case_or_leading_zeros_are_one_speaker(tmp_path, caplog):
+    """Two joined tables, or a spreadsheet that dropped zeros, give one person two ids: merged, never two speakers
+    that folds could put on both sides."""
+    csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"))
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[table.index[table["speaker"] == "mine:01"][:2], "speaker"] = "MINE:1"
+    table.to_csv(csv, index=False)
+    suite = tmp_path / "ids.toml"
+    suite.write_text('corpora = []\nmodels = ["logreg"]\n')
+    assert main(["run", "--suite", str(suite), "--manifest", f"mine={csv}", "--jobs", "1",
+                 "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 0
+    records = RecordStore(tmp_path / "r" / "ids").load()
+    assert len(records) == 4 and {s for r in records for s in r["test_speakers"]} == {
+        "mine:00", "mine:01", "mine:02", "mine:03"}
+    assert "speaker ids that differ only in case or leading zeros are taken for one speaker: MINE:1 = mine:01" \
+        in caplog.text

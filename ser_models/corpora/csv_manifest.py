@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +13,8 @@ from ser_models.corpora.manifest import ManifestError, canonical_emotion, label_
 from ser_models.corpora.registry import _CORPORA, CorpusEntry, CorpusInfo
 
 REQUIRED_COLUMNS = ("path", "speaker", "emotion")
+log = logging.getLogger(__name__)
+_SAID: set[str] = set()  # warnings already given in this process (a corpus loads once per feature set)
 
 
 def read_manifest_table(file: str | Path) -> pd.DataFrame:
@@ -68,9 +73,35 @@ def _loader(file: Path):
                 rows.append({"path": str(path), "speaker": item["speaker"].strip(), "emotion": emotion,
                              "gender": gender if gender in ("male", "female") else "unknown",
                              "label_raw": str(item["emotion"]), **{c: item[c] for c in extra}})
-        return rows, skipped
+        return _one_id_per_speaker(file, rows), skipped
 
     return load
+
+
+def _one_id_per_speaker(file: Path, rows: list[dict]) -> list[dict]:
+    """Speaker ids that differ only in case or leading zeros ("01", "1"; "Ses01F", "ses1f"), as when two tables are
+    joined or a spreadsheet drops zeros, are one speaker (under its most used spelling): two ids would let one person
+    be on both sides of a fold."""
+    spellings = Counter((_speaker_form(row["speaker"]), row["speaker"]) for row in rows)
+    usual: dict[str, str] = {}  # the most used spelling of each id (the first of equals)
+    for (form, spelling), _ in spellings.most_common():
+        usual.setdefault(form, spelling)
+    merged = {}
+    for row in rows:
+        one = usual[_speaker_form(row["speaker"])]
+        if one != row["speaker"]:
+            merged.setdefault(row["speaker"], one)
+            row["speaker"] = one
+    message = f"{file}: speaker ids that differ only in case or leading zeros are taken for one speaker: " + \
+        ", ".join(f"{other} = {one}" for other, one in sorted(merged.items()))
+    if merged and message not in _SAID:
+        _SAID.add(message)
+        log.warning(message)
+    return rows
+
+
+def _speaker_form(speaker: str) -> str:
+    return re.sub(r"\d+", lambda digits: str(int(digits.group())), speaker.strip().lower())
 
 
 def register_manifest_corpus(name: str, file: str | Path) -> CorpusInfo:
@@ -81,7 +112,7 @@ def register_manifest_corpus(name: str, file: str | Path) -> CorpusInfo:
         raise ManifestError(f"{name!r} is a built-in corpus; give the manifest corpus another name")
     info = CorpusInfo(
         name=name, title=name, citation=f"described by {file.name}", license="see the corpus' own terms",
-        native_sample_rate=0, n_speakers=int(table["speaker"].nunique()),
+        native_sample_rate=0, n_speakers=len({_speaker_form(s) for s in table["speaker"].dropna().astype(str)}),
         emotions=tuple(sorted({e for e in map(canonical_emotion, table["emotion"]) if e})),
         layout=f"files listed in {file} (columns path, speaker, emotion[, gender])", folder=str(file.parent),
         extra={"manifest": str(file)},
