@@ -182,8 +182,9 @@ def _predict(args: argparse.Namespace) -> None:
     good = table["error"].isna()
     if good.any():
         print(tabulate(shown[good], headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
-    for row in table[~good].itertuples():
-        print(f"skipped {row.file}: {row.error}", file=sys.stderr)
+    for row in table[~good].itertuples():  # a folder is here when no audio file is under it
+        why = "a folder with no .wav or .flac file under it" if Path(row.file).is_dir() else row.error
+        print(f"skipped {row.file}: {why}", file=sys.stderr)
     if not good.any():
         raise BenchError("none of the files could be analysed")
 

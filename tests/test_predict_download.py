@@ -60,7 +60,7 @@ def test_predict_reads_a_folder_and_names_missing_files_and_folders(smoke_result
     assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(f"| {tmp_path}")] == \
         [str(tmp_path / "in" / "a.wav"), str(tmp_path / "in" / "deeper" / "b.FLAC")]
     assert f"skipped {tmp_path / 'gone.wav'}: no such file" in err
-    assert f"skipped {tmp_path / 'empty'}: a folder, not an audio file" in err
+    assert f"skipped {tmp_path / 'empty'}: a folder with no .wav or .flac file under it" in err
 
 
 def test_a_damaged_saved_model_or_meta_is_a_one_line_error_and_saved_again_by_the_next_run(
