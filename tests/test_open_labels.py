@@ -15,7 +15,13 @@ from conftest import write_tone
 from bench.cli import main
 from bench.records import RecordStore
 from bench.runner import _has_gender, _warn_untrained_test_classes
-from ser_models.corpora import canonical_emotion, harmonise_labels, load_corpus, validate_manifest
+from ser_models.corpora import (
+    canonical_emotion,
+    harmonise_labels,
+    load_corpus,
+    register_manifest_corpus,
+    validate_manifest,
+)
 from ser_models.corpora.emodb import EMOTION_CODES, SPEAKER_GENDERS
 from ser_models.corpora.manifest import make_manifest
 from ser_models.protocols import Fold, lone_speaker_classes, untrained_test_classes
@@ -273,3 +279,16 @@ def test_speaker_ids_that_differ_only_in_case_or_leading_zeros_are_one_speaker(t
         "mine:00", "mine:01", "mine:02", "mine:03"}
     assert "speaker ids that differ only in case or leading zeros are taken for one speaker: MINE:1 = mine:01" \
         in caplog.text
+
+
+def test_a_manifest_written_on_windows_finds_its_files(tmp_path):
+    csv = _manifest_corpus(tmp_path / "mine", labels=("angry", "neutral"))
+    table = pd.read_csv(csv, dtype=str)
+    table["path"] = table["path"].str.replace("/", "\\\\")  # s0\\0_0.wav
+    table.to_csv(csv, index=False)
+    register_manifest_corpus("windows", csv)
+    manifest = load_corpus("windows", csv.parent)
+    assert len(manifest) == 24 and manifest["path"].map(lambda p: Path(p).is_file()).all()
+    assert [row["reason"] for row in manifest.attrs["skipped"]] == [
+        "no emotion label given", "emotion label '7' is a number, not a class name",
+        "emotion label 'xxx' says no emotion was agreed on (as xxx in IEMOCAP), so it is no class"]

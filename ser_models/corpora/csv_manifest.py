@@ -56,7 +56,7 @@ def _loader(file: Path):
         extra = [c for c in table.columns if c not in (*REQUIRED_COLUMNS, "gender", "corpus", "label_raw")]
         for item in table.to_dict("records"):
             raw_path = str(item["path"]).strip() if isinstance(item["path"], str) else ""
-            path = Path(raw_path) if Path(raw_path).is_absolute() else root / raw_path
+            path = _listed_path(root, raw_path)
             emotion = canonical_emotion(item["emotion"])
             if not raw_path or not path.is_file():
                 skipped.append((str(path), "listed in the manifest but not found"))
@@ -76,6 +76,16 @@ def _loader(file: Path):
         return _one_id_per_speaker(file, rows), skipped
 
     return load
+
+
+def _listed_path(root: Path, raw_path: str) -> Path:
+    """The file a manifest row names: absolute, or relative to the manifest's folder; a path written on Windows
+    (Actor_01\\a.wav) is also tried with forward slashes."""
+    path = Path(raw_path) if Path(raw_path).is_absolute() else root / raw_path
+    if "\\" in raw_path and not path.is_file():
+        posix = raw_path.replace("\\", "/")
+        return Path(posix) if Path(posix).is_absolute() else root / posix
+    return path
 
 
 def _one_id_per_speaker(file: Path, rows: list[dict]) -> list[dict]:
