@@ -170,14 +170,27 @@ def resolve_corpora(requested: tuple[str, ...], data_root: Path | None, manifest
                      and "manifest" not in corpus_info(n).extra and (data_root / corpus_info(n).folder).is_dir()]
             if not found and not manifests:
                 layouts = "; ".join(corpus_info(n).layout for n in corpus_names() if not corpus_info(n).generated)
-                raise BenchError(f"no corpus found under {data_root}. Expected one of: {layouts}")
+                raise BenchError(f"no corpus found under {data_root}{_inside_a_corpus(data_root)}. Expected one of: "
+                                 f"{layouts}")
             names += found + list(manifests)
         else:
             info = corpus_info(item)
             if not info.generated and "manifest" not in info.extra and data_root is None:
                 raise BenchError(f"corpus {item!r} needs a data root: pass --data-root DIR or set SER_DATA")
+            if not info.generated and "manifest" not in info.extra and _inside_a_corpus(data_root) and \
+                    not (data_root / info.folder).is_dir():
+                raise BenchError(f"corpus {item!r} is not under {data_root}{_inside_a_corpus(data_root)}")
             names.append(item)
     return list(dict.fromkeys(names))
+
+
+def _inside_a_corpus(data_root: Path) -> str:
+    """A hint when the data root is a corpus' own folder (.../ravdess) rather than the folder that holds it."""
+    folders = {corpus_info(n).folder.lower() for n in corpus_names() if not corpus_info(n).generated}
+    if data_root.name.lower() in folders and not (data_root / data_root.name).is_dir():
+        return (f" ({data_root} looks like a corpus' own folder: the data root is the folder that holds it, "
+                f"--data-root {data_root.parent})")
+    return ""
 
 
 def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Path) -> Path:

@@ -167,6 +167,16 @@ def test_empty_data_root_is_an_error_not_an_empty_leaderboard(tmp_path):
         run_suite(RunOptions(suite=load_suite("quick"), data_root=tmp_path, results_dir=tmp_path, cache_dir=tmp_path))
 
 
+def test_a_data_root_that_is_a_corpus_folder_itself_says_which_folder_to_give(tmp_path, capsys):
+    inside = tmp_path / "RAVDESS"
+    (inside / "Actor_01").mkdir(parents=True)
+    common = ["--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    for extra in ([], ["--corpus", "ravdess"]):
+        assert main(["run", "--suite", "quick", "--data-root", str(inside), *extra, *common]) == 2
+        assert f"looks like a corpus' own folder: the data root is the folder that holds it, --data-root {tmp_path}" \
+            in capsys.readouterr().err
+
+
 def test_suite_errors_are_clear(tmp_path):
     with pytest.raises(SuiteError, match="smoke"):
         load_suite("nonesuch")
