@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ser_models.corpora import corpus_info
 from ser_models.corpora.registry import audio_files
+from ser_models.files import file_digest
 
 
 class DownloadError(RuntimeError):
@@ -89,20 +89,12 @@ def _fetch(url: str, part: Path, progress: bool | None, timeout: float) -> None:
                             f"({part.stat().st_size if part.exists() else 0} bytes kept in {part})") from error
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, size: int | None, md5: str | None) -> None:
     actual = path.stat().st_size
     if size is not None and actual != size:
         path.unlink()
         raise DownloadError(f"{path.name} has {actual} bytes, expected {size}; removed, run the command again")
-    if md5 is not None and _md5(path) != md5.lower():
+    if md5 is not None and file_digest(path, "md5") != md5.lower():
         path.unlink()
         raise DownloadError(f"{path.name} does not match its MD5 checksum {md5}; the damaged file was removed, "
                             "run the command again")

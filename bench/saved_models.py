@@ -18,6 +18,7 @@ from bench.inputs import MODEL_INPUTS, ModelInputs
 from bench.records import atomic_write_bytes, config_hash
 from ser_models.audio import AudioError
 from ser_models.features import FeatureSpec, extract_file
+from ser_models.files import file_digest
 from ser_models.models import model_spec
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ def _read_meta(meta_path: Path) -> dict | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, seed: int, uar: float,
                     inputs: ModelInputs, spec: FeatureSpec) -> Path | None:
     """Refit `model` on every utterance of the corpus and save it (skipped when already saved as is)."""
@@ -61,7 +54,7 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
     meta_path = path.with_suffix(".json")
     meta = _read_meta(meta_path) if path.exists() and meta_path.exists() else None
     if meta and meta.get("key") == key:
-        if meta.get("sha256") in (None, _sha256(path)):  # saved before the hash was kept, or intact
+        if meta.get("sha256") in (None, file_digest(path)):  # saved before the hash was kept, or intact
             return None
         log.warning("%s is damaged (its bytes are not the ones saved): it is saved again", path)
     rows = np.arange(len(features.manifest))

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
 from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file, extract_signal
-from ser_models.files import atomic_write
+from ser_models.files import atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ def content_hash(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=200_000)
 def _content_hash(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:32]
+    return file_digest(path)[:32]
 
 
 class FeatureCache:

@@ -1,8 +1,9 @@
-"""Files written all or nothing, with the permissions a plain `open` would give them."""
+"""Files written all or nothing, with the permissions a plain `open` would give them, and file digests."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,3 +40,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """`payload` to `path`, all or nothing (see `atomic_write`)."""
     atomic_write(path, lambda stream: stream.write(payload))
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in blocks of 1 MiB (hashlib.file_digest from Python 3.11)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
