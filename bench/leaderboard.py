@@ -13,12 +13,12 @@ from tabulate import tabulate
 from bench.plots import confusion_figure, cross_corpus_heatmap, learning_curves, roc_curves, slug, uar_bars
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
-from ser_models.metrics import roc_auc_from_predictions, speaker_bootstrap, speaker_confusions, uar_from_confusion
+from ser_models.metrics import roc_auc_from_predictions, speaker_confusions, speaker_statistics, uar_from_confusion
 
 log = logging.getLogger(__name__)
 
 TOP_MODELS_PER_CLASS_TABLE = 3
-BOOTSTRAP_SEED = 0
+PERMUTATION_SEED = 0  # the random sign flips when a table has more than 14 speakers
 SIGNIFICANCE = 0.05
 
 
@@ -133,8 +133,8 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
     return tabulate(rows, headers=["model", *labels], tablefmt="github")
 
 
-def bootstrap_table(group: pd.DataFrame, entries: list[str], load_predictions) -> dict[str, dict]:
-    """Speaker-bootstrap CI of pooled UAR per entry and its paired p-value against the first (best) entry.
+def speaker_table(group: pd.DataFrame, entries: list[str], load_predictions) -> dict[str, dict]:
+    """CI of pooled UAR over test speakers per entry and its paired p-value against the first (best) entry.
 
     An entry run with several seeds is scored by its mean over seeds, like its row. Every entry and
     seed is scored on the same utterances (those all of them predicted), so the test is paired.
@@ -159,13 +159,13 @@ def bootstrap_table(group: pd.DataFrame, entries: list[str], load_predictions) -
         per_seed.setdefault(entry, []).append(
             speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)[1])
     confusions = {entry: np.stack(stacks) for entry, stacks in per_seed.items()}
-    return speaker_bootstrap(confusions, reference=entries[0], seed=BOOTSTRAP_SEED)
+    return speaker_statistics(confusions, reference=entries[0], seed=PERMUTATION_SEED)
 
 
 def _ci_cells(stats: dict | None, is_best: bool) -> list[str]:
     if not stats:
         return ["—", "—"]
-    ci = f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+    ci = "—" if np.isnan(stats["ci_low"]) else f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"  # one speaker
     if is_best:
         return [ci, "best"]
     p = stats["p_vs_reference"]
@@ -176,7 +176,7 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
                    load_predictions=None) -> str:
     """Markdown for one corpus and protocol: ranking, per-class F1 of the top models, dataset facts."""
     table = _model_table(group)
-    stats = bootstrap_table(group, list(table.index), load_predictions) if load_predictions else {}
+    stats = speaker_table(group, list(table.index), load_predictions) if load_predictions else {}
     rows = [
         [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}",
          f"{int(r.seeds)} (± {r.seed_std:.3f})" if r.seeds > 1 else "1", f"{r.uar_pooled:.3f}",
@@ -186,7 +186,7 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
         for rank, (model, r) in enumerate(table.iterrows(), start=1)
     ]
     headers = ["rank", "model", "UAR (mean ± std over folds)", "seeds (± std over seeds)", "UAR pooled",
-               "95% CI (speaker bootstrap)", "p vs best", "accuracy", "macro-F1", "weighted F1", "macro AUC",
+               "95% CI (over speakers)", "p vs best", "accuracy", "macro-F1", "weighted F1", "macro AUC",
                "fit s/fold"]
     top = list(table.index[:TOP_MODELS_PER_CLASS_TABLE])
     title = f"## {corpus} — {protocol}"
@@ -346,9 +346,12 @@ def render_leaderboard(
         "when folds hold few speakers or lack some classes. A row run with several seeds shows the mean over seeds of "
         "its mean over folds, the std over folds (averaged over seeds) and the std over seeds of the fold mean; "
         "its CI and p-value are those of its mean over seeds. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
-        "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR comes from "
-        f"resampling test speakers (not utterances) with replacement; 'p vs best' is the paired bootstrap "
-        f"p-value of the difference to the top row on the same utterances (* : p < {SIGNIFICANCE}). Built from "
+        "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR treats the test "
+        "speakers (not utterances) as the sample: a bootstrap over speakers whose percentiles are widened to what "
+        "Student's t asks of that many speakers (expanded percentile bootstrap). 'p vs best' "
+        "is a paired permutation test over speakers of the difference to the top row on the same utterances (the "
+        "sign of each speaker's share flipped: every combination up to 14 speakers, else 16,384 random ones; with 4 "
+        f"speakers no p is below 0.125) (* : p < {SIGNIFICANCE}). Built from "
         f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
     ]
     if not records:

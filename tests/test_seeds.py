@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.leaderboard import _model_table, bootstrap_table, corpus_section, records_frame
+from bench.leaderboard import _model_table, corpus_section, records_frame, speaker_table
 from bench.records import RecordStore
 from bench.runner import RunOptions, run_suite
 from bench.suite import SuiteError, parse_suite, seeds_for
@@ -58,18 +58,18 @@ def test_leaderboard_shows_seed_mean_and_spread(seeds_run):
 
 
 def test_seeded_row_interval_is_that_of_its_seed_mean(seeds_run):
-    """The CI and p-value of a row run with several seeds bootstrap its mean over seeds, so the
+    """The CI and p-value of a row run with several seeds are those of its mean over seeds, so the
     interval brackets the row's pooled UAR rather than the first seed's."""
     _, summary, records = seeds_run
     store = RecordStore(summary.folder)
     group = records_frame(records)
     group = group[group["protocol"] == "speaker_folds"]
-    stats = bootstrap_table(group, ["logreg", "random_forest"], store.load_predictions)
+    stats = speaker_table(group, ["logreg", "random_forest"], store.load_predictions)
     table = _model_table(group)
     assert stats["random_forest"]["uar"] == pytest.approx(table.loc["random_forest", "uar_pooled"])
     assert stats["random_forest"]["ci_low"] <= stats["random_forest"]["uar"] <= stats["random_forest"]["ci_high"]
     first_seed = group[(group["model"] == "random_forest") & (group["seed"] == 0)]
-    first = bootstrap_table(first_seed, ["random_forest"], store.load_predictions)["random_forest"]["uar"]
+    first = speaker_table(first_seed, ["random_forest"], store.load_predictions)["random_forest"]["uar"]
     assert first != pytest.approx(stats["random_forest"]["uar"])  # the seeds differ, so the mean is not seed 0
 
 
