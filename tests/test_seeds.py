@@ -104,4 +104,7 @@ def test_gpu_suite_runs_five_seeds_of_every_deep_model_and_one_of_the_rest():
     assert "gpu" in suite_names()
     suite = load_suite("gpu")
     assert seeds_for(suite, "cnn2d") == (0, 1, 2, 3, 4) and seeds_for(suite, "logreg") == (0,)
+    assert seeds_for(suite, "deep_vote") == seeds_for(suite, "cnn2d")  # a vote per seed of its members
     assert suite.budget > 1
+    # the same recipe as `full`, so a gpu row differs from its full row by budget and seeds alone
+    assert suite.model_augment == load_suite("full").model_augment != {}
