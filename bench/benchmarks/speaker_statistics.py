@@ -11,6 +11,8 @@ at the same accuracies, so "no difference" is true; the printed rates are
 - how often the paired test says p < 0.05 (should be at most 0.05),
 - how often the 95 % interval of model A's pooled UAR holds the population's value (should be about 0.95),
 - how often the test finds a real difference, model B being 0.08 less accurate per utterance (power),
+- and, in a second table, how many tables of K equally good rows still star a row as below the top one, which the
+  same speakers chose,
 
 for the leaderboard's statistics (`ser_models.metrics.speaker_statistics`: an expanded percentile bootstrap over
 speakers and a paired sign-flip permutation test) and for what it used before (the plain 2.5-97.5 percentile
@@ -96,10 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| design | speakers | p < 0.05 with no difference: sign flip | before: bootstrap | 95 % interval covers: "
           "expanded | before: plain | power at -0.08: sign flip | before: bootstrap |")
     print("|---|---|---|---|---|---|---|---|")
-    for design, counts in (("balanced", (4, 6, 10, 24, 29)), ("unbalanced", (4, 6, 10, 24, 29)),
-                           ("urdu", (len(URDU_DESIGN),))):
+    for design, sizes in (("balanced", (4, 6, 10, 24, 29)), ("unbalanced", (4, 6, 10, 24, 29)),
+                          ("urdu", (len(URDU_DESIGN),))):
         truth = _population_uar(rng, design)
-        for n in counts:
+        for n in sizes:
             rates = np.zeros(6)
             for index in range(args.datasets):
                 accuracy, counts = _accuracies(rng, n), _counts(rng, n, design)
@@ -113,6 +115,22 @@ def main(argv: list[str] | None = None) -> None:
                           new["worse"]["p_vs_reference"] < 0.05, p_worse_before < 0.05]
             rates /= args.datasets
             print(f"| {design} | {n} | " + " | ".join(f"{r:.3f}" for r in rates) + " |", flush=True)
+    _selection(rng, max(1, args.datasets // 4))
+
+
+def _selection(rng: np.random.Generator, datasets: int) -> None:
+    """A leaderboard compares every row with its top row, which the same test speakers chose. With K equally good
+    rows, how many tables still show a row 'significantly' below the top one (any p < 0.05)?"""
+    print("\n| speakers | equally good rows | tables with a '*' |\n|---|---|---|")
+    for n, rows in ((10, 10), (24, 10), (24, 30)):
+        starred = 0
+        for index in range(datasets):
+            accuracy, counts = _accuracies(rng, n), _counts(rng, n, "balanced")
+            confusions = {f"m{k}": _confusion(rng, accuracy, counts) for k in range(rows)}
+            top = max(confusions, key=lambda m: float(_uar(confusions[m].sum(axis=0))))
+            result = speaker_statistics(confusions, reference=top, seed=index, n_resamples=20)
+            starred += any(r["p_vs_reference"] < 0.05 for r in result.values())
+        print(f"| {n} | {rows} | {starred / datasets:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
