@@ -18,7 +18,7 @@ from ser_models.metrics import roc_auc_from_predictions, speaker_confusions, spe
 log = logging.getLogger(__name__)
 
 TOP_MODELS_PER_CLASS_TABLE = 3
-PERMUTATION_SEED = 0  # the random sign flips when a table has more than 14 speakers
+STATISTICS_SEED = 0  # the interval's bootstrap resamples, and the random sign flips above 14 speakers
 SIGNIFICANCE = 0.05
 
 
@@ -159,7 +159,7 @@ def speaker_table(group: pd.DataFrame, entries: list[str], load_predictions) -> 
         per_seed.setdefault(entry, []).append(
             speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)[1])
     confusions = {entry: np.stack(stacks) for entry, stacks in per_seed.items()}
-    return speaker_statistics(confusions, reference=entries[0], seed=PERMUTATION_SEED)
+    return speaker_statistics(confusions, reference=entries[0], seed=STATISTICS_SEED)
 
 
 def _ci_cells(stats: dict | None, is_best: bool) -> list[str]:

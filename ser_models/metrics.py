@@ -123,8 +123,8 @@ def speaker_statistics(confusions: dict[str, np.ndarray], *, reference: str, con
       else `n_permutations` random ones. It never claims more than the speakers allow (4 speakers: p >= 0.125),
       where the bootstrap test said p < 0.05 for 15 % of 4-speaker corpora with no difference at all.
     """
-    stacks = {model: (c if c.ndim == 4 else c[None]) for model, c in
-              ((model, np.asarray(c, dtype=float)) for model, c in confusions.items())}
+    stacks = {model: np.asarray(c, dtype=float) for model, c in confusions.items()}
+    stacks = {model: c if c.ndim == 4 else c[None] for model, c in stacks.items()}
     n = next(iter(stacks.values())).shape[1]
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_resamples, n))

@@ -102,7 +102,7 @@ def test_four_speakers_cannot_rule_out_the_worst_of_them():
     77 % for a nominal 95 % at 4 speakers (this one 85 %)."""
     accuracy = [0.3, 0.6, 0.8, 0.95]
     truth, predicted, speakers = _predictions(4, 40, accuracy, seed=4)
-    ids, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
+    _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
     worst = min(uar_from_confusion(c) for c in confusions)
     stats = speaker_statistics({"m": confusions}, reference="m")["m"]
     assert stats["ci_low"] <= worst + 1e-9
