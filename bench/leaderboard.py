@@ -134,7 +134,7 @@ def _per_class_table(group: pd.DataFrame, models: list[str]) -> str:
 
 
 def speaker_table(group: pd.DataFrame, entries: list[str], load_predictions) -> dict[str, dict]:
-    """CI of pooled UAR over test speakers per entry and its paired p-value against the first (best) entry.
+    """CI of pooled UAR over test speakers per entry, and its p-value of being as good as the best entry.
 
     An entry run with several seeds is scored by its mean over seeds, like its row. Every entry and
     seed is scored on the same utterances (those all of them predicted), so the test is paired.
@@ -159,16 +159,16 @@ def speaker_table(group: pd.DataFrame, entries: list[str], load_predictions) -> 
         per_seed.setdefault(entry, []).append(
             speaker_confusions(rows["true"], rows["predicted"], rows["speaker"], labels)[1])
     confusions = {entry: np.stack(stacks) for entry, stacks in per_seed.items()}
-    return speaker_statistics(confusions, reference=entries[0], seed=STATISTICS_SEED)
+    return speaker_statistics(confusions, seed=STATISTICS_SEED)
 
 
-def _ci_cells(stats: dict | None, is_best: bool) -> list[str]:
+def _ci_cells(stats: dict | None) -> list[str]:
     if not stats:
         return ["—", "—"]
     ci = "—" if np.isnan(stats["ci_low"]) else f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"  # one speaker
-    if is_best:
+    if stats["best"]:
         return [ci, "best"]
-    p = stats["p_vs_reference"]
+    p = stats["p_vs_best"]
     return [ci, f"{p:.3f}{' *' if p < SIGNIFICANCE else ''}"]
 
 
@@ -180,7 +180,7 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     rows = [
         [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}",
          f"{int(r.seeds)} (± {r.seed_std:.3f})" if r.seeds > 1 else "1", f"{r.uar_pooled:.3f}",
-         *_ci_cells(stats.get(model), rank == 1), f"{r.accuracy:.3f}",
+         *_ci_cells(stats.get(model)), f"{r.accuracy:.3f}",
          f"{r.macro_f1:.3f}", f"{r.weighted_f1:.3f}", "—" if np.isnan(r.auc) else f"{r.auc:.3f}",
          f"{r.fit_seconds:.1f}"]
         for rank, (model, r) in enumerate(table.iterrows(), start=1)
@@ -348,12 +348,13 @@ def render_leaderboard(
         "its CI and p-value are those of its mean over seeds. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
         "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR treats the test "
         "speakers (not utterances) as the sample: a bootstrap over speakers whose percentiles are widened to what "
-        "Student's t asks of that many speakers (expanded percentile bootstrap). 'p vs best' "
-        "is a paired permutation test over speakers of the difference to the top row on the same utterances (the "
-        "sign of each speaker's share flipped: every combination up to 14 speakers, else 16,384 random ones; with 4 "
-        f"speakers no p is below 0.125) (* : p < {SIGNIFICANCE}). A '*' speaks for its own pair only: the top row "
-        "was chosen by these same speakers, and a table makes many comparisons, so in simulated tables of 10 equally "
-        "good rows over 24 speakers, more than half still starred a row. Built from "
+        "Student's t asks of that many speakers (expanded percentile bootstrap). 'p vs best' is the p-value that a "
+        "row is as good as the row with the best pooled UAR (marked 'best'), which these same speakers chose: a "
+        "step-down permutation test over speakers (the model confidence set of Hansen et al. 2011, with each "
+        "speaker's results sign-flipped: every combination up to 14 speakers, else 16,384 random ones). While the "
+        "rows left differ, the worst leaves; a row's p is the largest p up to its leaving. It accounts for the "
+        "table's many rows and for the best being chosen on the same data; with 4 speakers no p is below 0.125. "
+        f"'*' (p < {SIGNIFICANCE}): the row is outside the 95% set of rows tied with the best. Built from "
         f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
     ]
     if not records:

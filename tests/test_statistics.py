@@ -1,11 +1,11 @@
-"""Confidence intervals over test speakers and the paired permutation test against the best model."""
+"""Confidence intervals over test speakers, and the step-down test of each model against the best."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ser_models.metrics import speaker_confusions, speaker_statistics, uar_from_confusion
+from ser_models.metrics import speaker_confusions, speaker_statistics, tied_with_best, uar_from_confusion
 
 LABELS = ["a", "b"]
 
@@ -28,10 +28,10 @@ def test_perfect_model_has_a_point_interval_and_beats_chance():
     noisy = _predictions(12, 10, [0.5] * 12, seed=1)[1]
     _, perfect = speaker_confusions(truth, truth, speakers, LABELS)
     _, guess = speaker_confusions(truth, noisy, speakers, LABELS)
-    result = speaker_statistics({"perfect": perfect, "guess": guess}, reference="perfect")
+    result = speaker_statistics({"perfect": perfect, "guess": guess})
     assert result["perfect"]["ci_low"] == result["perfect"]["ci_high"] == 1.0
-    assert result["perfect"]["p_vs_reference"] == 1.0
-    assert result["guess"]["p_vs_reference"] < 0.05
+    assert result["perfect"]["p_vs_best"] == 1.0 and result["perfect"]["best"] and not result["guess"]["best"]
+    assert result["guess"]["p_vs_best"] < 0.05
     assert result["guess"]["ci_low"] < result["guess"]["uar"] < result["guess"]["ci_high"]
 
 
@@ -43,7 +43,7 @@ def test_resampling_is_by_speaker_not_utterance():
         truth, predicted, speakers = _predictions(8, 10, accuracy)
         truth, predicted, speakers = (np.tile(a, repeat) for a in (truth, predicted, speakers))
         _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
-        stats = speaker_statistics({"m": confusions}, reference="m")["m"]
+        stats = speaker_statistics({"m": confusions})["m"]
         widths.append(stats["ci_high"] - stats["ci_low"])
     assert widths[0] == pytest.approx(widths[1], abs=1e-9) and widths[0] > 0.1
 
@@ -51,8 +51,8 @@ def test_resampling_is_by_speaker_not_utterance():
 def test_same_predictions_are_not_significantly_different():
     truth, predicted, speakers = _predictions(10, 8, np.linspace(0.4, 0.9, 10))
     _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
-    result = speaker_statistics({"best": confusions, "copy": confusions.copy()}, reference="best")
-    assert result["copy"]["p_vs_reference"] == 1.0
+    result = speaker_statistics({"best": confusions, "copy": confusions.copy()})
+    assert result["copy"]["p_vs_best"] == 1.0
 
 
 def test_several_seeds_are_scored_by_their_mean_on_each_draw():
@@ -62,11 +62,11 @@ def test_several_seeds_are_scored_by_their_mean_on_each_draw():
     _, perfect = speaker_confusions(truth, truth, speakers, LABELS)
     _, guess = speaker_confusions(truth, _predictions(12, 10, [0.5] * 12, seed=3)[1], speakers, LABELS)
     seeds = np.stack([perfect, guess])
-    stats = speaker_statistics({"seeds": seeds, "perfect": perfect}, reference="perfect")["seeds"]
-    guess_uar = speaker_statistics({"g": guess}, reference="g")["g"]["uar"]
+    stats = speaker_statistics({"seeds": seeds, "perfect": perfect})["seeds"]
+    guess_uar = speaker_statistics({"g": guess})["g"]["uar"]
     assert stats["uar"] == pytest.approx((1.0 + guess_uar) / 2)
     assert stats["ci_low"] < stats["uar"] < stats["ci_high"] < 1.0
-    assert stats["p_vs_reference"] < 0.05
+    assert stats["p_vs_best"] < 0.05
 
 
 def test_four_speakers_never_give_a_p_value_below_what_four_speakers_allow():
@@ -75,8 +75,8 @@ def test_four_speakers_never_give_a_p_value_below_what_four_speakers_allow():
     truth, _, speakers = _predictions(4, 20, [1.0] * 4)
     _, perfect = speaker_confusions(truth, truth, speakers, LABELS)
     _, guess = speaker_confusions(truth, _predictions(4, 20, [0.5] * 4, seed=2)[1], speakers, LABELS)
-    result = speaker_statistics({"perfect": perfect, "guess": guess}, reference="perfect")
-    assert result["guess"]["p_vs_reference"] == pytest.approx(0.125)
+    result = speaker_statistics({"perfect": perfect, "guess": guess})
+    assert result["guess"]["p_vs_best"] == pytest.approx(0.125)
     assert result["guess"]["speakers"] == 4
 
 
@@ -92,7 +92,7 @@ def test_pooled_uar_and_its_interval_when_speakers_voice_different_classes():
                 speakers.append(f"s{s}")
     _, confusions = speaker_confusions(truth, predicted, speakers, labels)
     pooled = uar_from_confusion(confusions.sum(axis=0))
-    stats = speaker_statistics({"m": confusions}, reference="m")["m"]
+    stats = speaker_statistics({"m": confusions})["m"]
     assert stats["uar"] == pytest.approx(pooled) and stats["ci_low"] < pooled < stats["ci_high"]
 
 
@@ -104,16 +104,16 @@ def test_four_speakers_cannot_rule_out_the_worst_of_them():
     truth, predicted, speakers = _predictions(4, 40, accuracy, seed=4)
     _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
     worst = min(uar_from_confusion(c) for c in confusions)
-    stats = speaker_statistics({"m": confusions}, reference="m")["m"]
+    stats = speaker_statistics({"m": confusions})["m"]
     assert stats["ci_low"] <= worst + 1e-9
-    many = speaker_statistics({"m": np.tile(confusions, (6, 1, 1))}, reference="m")["m"]  # the same 4, 6 times over
+    many = speaker_statistics({"m": np.tile(confusions, (6, 1, 1))})["m"]  # the same 4, 6 times over
     assert many["ci_low"] > worst + 0.1  # 24 speakers like these do rule it out
 
 
 def test_one_speaker_has_no_interval():
     truth, predicted, speakers = _predictions(1, 10, [0.7])
     _, confusions = speaker_confusions(truth, predicted, speakers, LABELS)
-    stats = speaker_statistics({"m": confusions}, reference="m")["m"]
+    stats = speaker_statistics({"m": confusions})["m"]
     assert np.isnan(stats["ci_low"]) and np.isnan(stats["ci_high"])
 
 
@@ -128,5 +128,51 @@ def test_no_difference_is_rarely_called_significant_with_few_speakers():
         b = _predictions(6, 10, accuracy, seed=2 * index + 1)[1]
         _, ca = speaker_confusions(truth, a, speakers, LABELS)
         _, cb = speaker_confusions(truth, b, speakers, LABELS)
-        significant += speaker_statistics({"a": ca, "b": cb}, reference="a", seed=index)["b"]["p_vs_reference"] < 0.05
+        result = speaker_statistics({"a": ca, "b": cb}, seed=index)
+        significant += min(r["p_vs_best"] for r in result.values()) < 0.05
     assert significant / 200 <= 0.07
+
+
+def _equal_models(rng, n_speakers: int, rows: int, near_copies: int = 0) -> dict[str, np.ndarray]:
+    """`rows` models equally good on every speaker; the first `near_copies` share most of their predictions."""
+    accuracy = rng.uniform(0.4, 0.9, size=n_speakers)
+    truth, base, speakers = _predictions(n_speakers, 12, accuracy, seed=int(rng.integers(1 << 30)))
+    models = {}
+    for k in range(rows):
+        own = _predictions(n_speakers, 12, accuracy, seed=int(rng.integers(1 << 30)))[1]
+        if k < near_copies:
+            own = np.where(rng.random(len(own)) < 0.8, base, own)
+        models[f"m{k}"] = speaker_confusions(truth, own, speakers, LABELS)[1]
+    return models
+
+
+@pytest.mark.parametrize("near_copies", [0, 6])
+def test_a_table_of_equally_good_models_rarely_stars_one_below_the_best(near_copies):
+    """10 equally good models over 10 speakers, the best chosen by the same speakers: some model starred in at most
+    about 5 % of 100 tables, also when 6 of them are near copies of one another (as votes and variants are). Each
+    model tested alone against the best starred one in 53 % (bench/benchmarks/speaker_statistics.md)."""
+    rng = np.random.default_rng(near_copies)
+    starred = 0
+    for index in range(100):
+        result = speaker_statistics(_equal_models(rng, 10, 10, near_copies), seed=index, n_resamples=10)
+        starred += any(r["p_vs_best"] < 0.05 for r in result.values())
+    assert starred <= 8
+
+
+def test_a_clearly_worse_model_is_starred_and_p_values_grow_towards_the_best():
+    truth, _, speakers = _predictions(12, 20, [1.0] * 12)
+    models = {}
+    for name, accuracy in [("top", 0.95), ("close", 0.93), ("mid", 0.7), ("bad", 0.5)]:
+        predicted = _predictions(12, 20, [accuracy] * 12, seed=len(models))[1]
+        models[name] = speaker_confusions(truth, predicted, speakers, LABELS)[1]
+    result = speaker_statistics(models)
+    assert result["top"]["best"] and result["close"]["p_vs_best"] >= 0.05
+    assert result["bad"]["p_vs_best"] <= result["mid"]["p_vs_best"] < 0.05  # the worst leaves first
+
+
+def test_two_models_are_the_paired_sign_flip_test():
+    shares = np.array([[0.3, 0.2, 0.1, 0.25], [0.1, 0.15, 0.05, 0.3]])  # the first is better on 3 of 4 speakers
+    differences = shares[0] - shares[1]
+    signs = 1.0 - 2.0 * ((np.arange(16)[:, None] >> np.arange(4)) & 1)
+    by_hand = np.mean(np.abs(signs @ differences) >= abs(differences.sum()) - 1e-12)
+    assert tied_with_best(shares)[1] == pytest.approx(by_hand) and tied_with_best(shares)[0] == 1.0
