@@ -26,6 +26,7 @@ import argparse
 
 import numpy as np
 
+from ser_models.metrics import _uar_of as _uar  # the pooled UAR the old bootstrap scored
 from ser_models.metrics import speaker_statistics
 
 CLASSES = 4
@@ -70,13 +71,6 @@ def _population_uar(rng: np.random.Generator, design: str, size: int = 400_000) 
     counts = np.tile(URDU_DESIGN, (size // len(URDU_DESIGN), 1)) if design == "urdu" else _counts(rng, size, design)
     accuracy = accuracy[:len(counts)]
     return float(np.mean((accuracy * counts).sum(axis=0) / counts.sum(axis=0)))
-
-
-def _uar(confusions: np.ndarray) -> np.ndarray:
-    support = confusions.sum(axis=-1)
-    recall = np.divide(np.diagonal(confusions, axis1=-2, axis2=-1), support, out=np.zeros_like(support),
-                       where=support > 0)
-    return recall.sum(axis=-1) / np.maximum((support > 0).sum(axis=-1), 1)
 
 
 def percentile_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = 2000) -> tuple[float, float, float]:
