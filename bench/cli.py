@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -23,13 +24,17 @@ from bench.saved_models import SavedModelError, choose_model, predict_files
 from bench.suite import MAX_SEED, SuiteError, load_suite, suite_names, valid_budget, valid_seed
 from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, corpus_names
 from ser_models.corpora.registry import audio_files
+from ser_models.extractors import FEATURES
 from ser_models.feature_cache import ExtractionCrashError
 from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
+from ser_models.plugins import PluginError, load_plugins
+from ser_models.precomputed import PrecomputedError
 from ser_models.protocols import ProtocolError, SpeakerLeakError
 
 USER_ERRORS = (BenchError, ModelInputError, SuiteError, CorpusNotFoundError, ManifestError, ProtocolError,
-               MissingExtraError, SavedModelError, DownloadError, ExtractionCrashError, KeyError)
+               MissingExtraError, SavedModelError, DownloadError, ExtractionCrashError, PluginError, PrecomputedError,
+               KeyError)
 
 
 def _checked(convert, valid, what: str):
@@ -56,8 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
+    plugins = argparse.ArgumentParser(add_help=False)
+    plugins.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                         help="a module or .py file registering your own models, feature sets or corpora "
+                              "(repeatable; see docs/extending.md)")
 
-    run = commands.add_parser("run", help="run a suite (resumes: recorded folds are not redone)")
+    run = commands.add_parser("run", help="run a suite (resumes: recorded folds are not redone)", parents=[plugins])
     run.add_argument("--suite", default="smoke", help=f"{'|'.join(suite_names())} or a suite .toml file")
     run.add_argument("--data-root", type=Path, default=None, help="folder holding ravdess/, urdu/ (default: $SER_DATA)")
     run.add_argument("--corpus", nargs="+", default=[], metavar="NAME", help="only these corpora")
@@ -82,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                      help="where deep models train (JAX); gpu needs `pip install -e .[gpu]`")
 
-    predict = commands.add_parser("predict", help="emotions of new audio files, with a model a run saved")
+    predict = commands.add_parser("predict", help="emotions of new audio files, with a model a run saved",
+                                  parents=[plugins])
     predict.add_argument("files", nargs="+", type=Path, metavar="FILE",
                          help="audio files, or folders (their .wav and .flac files, searched recursively)")
     predict.add_argument("--suite", default="smoke", help="the suite whose saved models to use")
@@ -97,10 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--md5", default=None, help="checksum to verify (the official one is known)")
     download.add_argument("--expect-files", type=int, default=None, help="audio files the archive must contain")
 
-    listing = commands.add_parser("list", help="list corpora, models or suites")
-    listing.add_argument("what", choices=["corpora", "models", "suites"])
+    listing = commands.add_parser("list", help="list corpora, models, feature sets or suites", parents=[plugins])
+    listing.add_argument("what", choices=["corpora", "models", "features", "suites"])
 
-    report = commands.add_parser("report", help="rebuild leaderboards from stored records (no training)")
+    report = commands.add_parser("report", help="rebuild leaderboards from stored records (no training)",
+                                 parents=[plugins])
     report.add_argument("--suite", default="smoke")
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     return parser
@@ -117,6 +128,10 @@ def _list(what: str) -> None:
         for name in model_names():
             spec = model_spec(name)
             print(f"{name:15} {spec.family:9} reads {spec.input:11} {spec.description}")
+    elif what == "features":
+        for name, factory in FEATURES.items():
+            doc = ((factory.func if isinstance(factory, functools.partial) else factory).__doc__ or "").strip()
+            print(f"{name:15} {doc.splitlines()[0] if doc else ''}")
     else:
         for name in suite_names():
             print(f"{name:8} {load_suite(name).description}")
@@ -175,6 +190,7 @@ def _audio_paths(paths: list[Path]) -> list[Path]:
 
 def _predict(args: argparse.Namespace) -> None:
     chosen = choose_model(args.results_dir / load_suite(args.suite).name, args.model)
+    load_plugins(chosen.get("plugins", []))  # the model's own classes and feature set, before its file is read
     table = predict_files(chosen["path"], [str(f) for f in _audio_paths(args.files)])
     print(f"model: {chosen.get('model', '?')} trained on {chosen.get('corpus', '?')} "
           f"(cross-validated UAR {chosen.get('cross_validated_uar', float('nan')):.3f}), {chosen['path']}")
@@ -206,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM like Ctrl-C: finished folds are kept, and the message says how to continue.
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        load_plugins(getattr(args, "plugin", []))
         commands = {"run": _run, "list": lambda a: _list(a.what), "report": _report, "predict": _predict,
                     "download": _download}
         commands[args.command](args)

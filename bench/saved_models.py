@@ -20,6 +20,7 @@ from ser_models.audio import AudioError
 from ser_models.features import FeatureSpec, extract_file
 from ser_models.files import file_digest
 from ser_models.models import model_spec
+from ser_models.plugins import loaded_plugins
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,13 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
     estimator = built.build(seed=seed, **params)
     estimator.fit(x, y, **({"groups": groups} if built.fit_groups else {}))
     buffer = io.BytesIO()
-    joblib.dump({"estimator": estimator, "model": model, "spec": asdict(spec)}, buffer)
+    joblib.dump({"estimator": estimator, "model": model, "spec": asdict(spec), "plugins": loaded_plugins()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     meta = {"key": key, "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "corpus": corpus, "model": model,
             "params": params, "seed": seed,
             "cross_validated_uar": uar, "classes": [str(c) for c in estimator.classes_],
-            "trained_on_utterances": int(len(rows)), "feature_spec": asdict(spec)}
+            "trained_on_utterances": int(len(rows)), "feature_spec": asdict(spec),
+            **({"plugins": list(loaded_plugins())} if loaded_plugins() else {})}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 try:
@@ -15,10 +16,12 @@ from bench.votes import STORED
 from ser_models.augment import Augmentation
 from ser_models.corpora import CANONICAL_EMOTIONS, canonical_emotion
 from ser_models.corpora.manifest import NO_AGREEMENT, no_agreement
-from ser_models.ensembles import FEATURE_SETS, check_ensemble_params
+from ser_models.ensembles import check_ensemble_params
+from ser_models.extractors import FEATURES
 from ser_models.features import FeatureSpec
 from ser_models.models import model_spec
 from ser_models.models.deep import check_choices as check_deep_choices
+from ser_models.plugins import PluginError, load_plugins
 from ser_models.protocols import PROTOCOLS
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -54,6 +57,13 @@ class Suite:
     tasks: dict = field(default_factory=dict)  # other targets -> their models, e.g. {gender = ["classical"]}
     variants: tuple[dict, ...] = ()  # extra rows: {feature_set = "egemaps"} or {gender_input = true}, with models
     tuning: dict = field(default_factory=dict)  # model -> {trials = N, timeout = seconds per fold}: tuned rows
+    plugins: tuple[str, ...] = ()  # modules or .py files registering the user's models, feature sets, corpora
+    feature_options: dict = field(default_factory=dict)  # feature set -> its options, e.g. {precomputed = {file}}
+
+    def spec_for(self, feature_set: str) -> FeatureSpec:
+        """The suite's feature spec on another feature set, with that set's options."""
+        return dataclasses.replace(self.features, feature_set=feature_set,
+                                   options=tuple(self.feature_options.get(feature_set, {}).items()))
 
 
 def _augmentations(items: list, suite: str) -> tuple[Augmentation, ...]:
@@ -104,11 +114,25 @@ def load_suite(name_or_path: str) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"suite file {path} is not valid TOML: {error}") from error
-    return parse_suite(data, default_name=path.stem)
+    return parse_suite(data, default_name=path.stem, folder=path.parent)
 
 
-def parse_suite(data: dict, *, default_name: str) -> Suite:
-    """Validate a suite's dictionary and build the Suite."""
+def _plugins(names: object, suite: str, folder: Path | None) -> tuple[str, ...]:
+    """Load the suite's plugins now (its models and feature sets are checked next); a .py file is found beside it."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SuiteError(f'suite {suite!r}: write plugins = ["my_lab.ser_plugins", "my_model.py"]')
+    resolved = tuple(str(folder / n) if n.endswith(".py") and folder and not Path(n).is_absolute()
+                     and not Path(n).exists() else n for n in names)
+    try:
+        load_plugins(resolved)
+    except PluginError as error:
+        raise SuiteError(f"suite {suite!r}: {error}") from None
+    return resolved
+
+
+def parse_suite(data: dict, *, default_name: str, folder: Path | None = None) -> Suite:
+    """Validate a suite's dictionary and build the Suite (its plugins are loaded first)."""
+    plugins = _plugins(data.get("plugins", []), default_name, folder)
     known = {f.name for f in fields(Suite)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -116,11 +140,14 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
     for key in ("corpora", "models"):
         if key not in data:
             raise SuiteError(f"suite {default_name!r} must list {key!r}")
-    spec_fields = {f.name for f in fields(FeatureSpec)}
+    spec_fields = {f.name for f in fields(FeatureSpec)} - {"options"}
     feature_options = data.get("features", {})
     bad_features = sorted(set(feature_options) - spec_fields)
     if bad_features:
-        raise SuiteError(f"unknown feature options {bad_features}; allowed: {sorted(spec_fields)}")
+        raise SuiteError(f"unknown feature options {bad_features}; allowed: {sorted(spec_fields)} (a feature set's "
+                         f"own options go in [feature_options.NAME])")
+    set_options = _feature_options(data.get("feature_options", {}), default_name)
+    main_set = feature_options.get("feature_set", "librosa")
     unknown_protocols = sorted(set(data.get("protocols", ())) - set(PROTOCOLS))
     if unknown_protocols:
         raise SuiteError(f"suite {default_name!r}: unknown protocols {unknown_protocols}; "
@@ -135,7 +162,9 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         model_seeds=_model_seeds(data.get("model_seeds", {}), default_name),
         publish=bool(data.get("publish", False)),
         budget=_budget(data.get("budget", 1.0), default_name),
-        features=FeatureSpec(**feature_options),
+        features=_spec(feature_options, set_options.get(main_set, {}), default_name),
+        plugins=plugins,
+        feature_options=set_options,
         corpus_options=dict(data.get("corpus_options", {})),
         model_params=_model_params(data.get("model_params", {}), default_name),
         protocol_models={k: tuple(v) for k, v in data.get("protocol_models", {}).items()},
@@ -146,7 +175,7 @@ def parse_suite(data: dict, *, default_name: str) -> Suite:
         combined=_combined_options(data.get("combined", {}), default_name),
         manifests={str(k): str(v) for k, v in data.get("manifests", {}).items()},
         tasks=_tasks(data.get("tasks", {}), default_name),
-        variants=tuple(_variant(v, default_name) for v in data.get("variants", [])),
+        variants=tuple(_variant(v, default_name, main_set) for v in data.get("variants", [])),
         tuning=_tuning(data.get("tuning", {}), default_name),
     )
 
@@ -243,17 +272,40 @@ def _tasks(tasks: dict, suite: str) -> dict:
     return {task: tuple(models) for task, models in tasks.items()}
 
 
-def _variant(variant: dict, suite: str) -> dict:
+def _variant(variant: dict, suite: str, main_set: str = "librosa") -> dict:
+    """A [[variants]] entry; a feature set that is the suite's own adds nothing (its rows are the table's own)."""
     allowed = {"feature_set", "gender_input", "models", "protocols"}
     unknown = sorted(set(variant) - allowed)
     if unknown or "models" not in variant or not ({"feature_set", "gender_input"} & set(variant)):
         raise SuiteError(f"suite {suite!r}: a [[variants]] entry needs models and feature_set or gender_input "
                          f"(allowed keys: {sorted(allowed)}), got {variant}")
-    if variant.get("feature_set", "librosa") not in FEATURE_SETS:
-        raise SuiteError(f"suite {suite!r}: unknown feature_set {variant['feature_set']!r}; choose from {FEATURE_SETS}")
+    if variant.get("feature_set", "librosa") not in FEATURES:
+        raise SuiteError(f"suite {suite!r}: unknown feature_set {variant['feature_set']!r}; choose from "
+                         f"{FEATURES.names()}")
     return {"models": tuple(variant["models"]), "protocols": tuple(variant.get("protocols", ("speaker_folds",))),
-            **({"feature_set": variant["feature_set"]} if variant.get("feature_set", "librosa") != "librosa" else {}),
+            **({"feature_set": variant["feature_set"]} if variant.get("feature_set", main_set) != main_set else {}),
             **({"gender_input": True} if variant.get("gender_input") else {})}
+
+
+def _feature_options(options: object, suite: str) -> dict:
+    """[feature_options.NAME]: a registered feature set -> its options (wherever the suite reads that set)."""
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise SuiteError(f'suite {suite!r}: write [feature_options.precomputed] file = "features.npz"')
+    unknown = sorted(name for name in options if name not in FEATURES)
+    if unknown:
+        raise SuiteError(f"suite {suite!r}: [feature_options] names unknown feature sets {unknown}; choose from "
+                         f"{FEATURES.names()}")
+    return {name: dict(values) for name, values in options.items()}
+
+
+def _spec(fields_: dict, options: dict, suite: str) -> FeatureSpec:
+    """The suite's FeatureSpec; an unknown set, or options its extractor refuses, is a SuiteError now."""
+    try:
+        spec = FeatureSpec(**fields_, options=tuple(options.items()))
+        spec.extractor()
+    except (TypeError, ValueError) as error:
+        raise SuiteError(f"suite {suite!r}: [features] {error}") from None
+    return spec
 
 
 def _label_options(options: dict, suite: str) -> dict:

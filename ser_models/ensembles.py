@@ -40,11 +40,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
+from ser_models.extractors import FEATURES
 from ser_models.models.frames import FrameBatch
 from ser_models.models.registry import model_names, model_spec, register_model
 from ser_models.tuning import inner_speaker_folds
-
-FEATURE_SETS = ("librosa", "egemaps", "compare")  # the utterance functionals a suite row or a "model@set" member reads
 
 
 def member_feature_set(name: str) -> tuple[str, str | None]:
@@ -131,9 +130,9 @@ def check_ensemble_params(params: dict) -> None:
         model, feature_set = member_feature_set(member)
         if model_spec(model).family == "ensemble":
             raise ValueError(f"member {member!r} is itself an ensemble")
-        if feature_set is not None and feature_set not in FEATURE_SETS:
+        if feature_set is not None and feature_set not in FEATURES:
             raise ValueError(f"member {member!r}: unknown feature set {feature_set!r}; "
-                             f"choose from {', '.join(FEATURE_SETS)}")
+                             f"choose from {', '.join(FEATURES.names())}")
         if feature_set is not None and model_spec(model).input != "functionals":
             raise ValueError(f"member {member!r}: only utterance-functional models can read another feature set")
     for key in ("member_params", "member_overrides"):

@@ -19,8 +19,10 @@ from joblib.externals.loky.process_executor import BrokenProcessPool, Terminated
 from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
-from ser_models.features import FeatureSpec, UtteranceFeatures, extract_file, extract_signal
+from ser_models.extractors import UtteranceFeatures, option
+from ser_models.features import FeatureSpec, extract_signal, extract_signals, load_signal
 from ser_models.files import atomic_write, file_digest
+from ser_models.plugins import ensure_plugins, loaded_plugins
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,15 @@ def warm_numba_cache(spec: FeatureSpec, augmentation: Augmentation | None = None
     Run once per process before extracting: the parent warms an empty cache alone, and a worker
     that still finds something to compile does it under the same lock instead of racing.
     """
+    if spec.feature_set != "librosa" and augmentation is None:
+        return  # numba is librosa's (the librosa set and the augmentations); another set compiles nothing of it
     signal = np.sin(2 * np.pi * 220.0 * np.arange(8000) / spec.sample_rate).astype(np.float32)
     signal += np.random.default_rng(0).normal(0, 0.01, signal.size).astype(np.float32)
     with FileLock(str(NUMBA_LOCK)):
         if augmentation is not None:
             signal = augmentation.apply(signal, spec.sample_rate)
-        extract_signal(signal, spec)
+        if spec.feature_set == "librosa":
+            extract_signal(signal, spec)
 
 
 def content_hash(path: str | Path) -> str:
@@ -77,7 +82,7 @@ class FeatureCache:
         self.spec = spec
         suffix = f"-aug-{augmentation.key()}" if augmentation else ""
         self.folder = self.root / f"features-{spec.key()}{suffix}"
-        self.separate_frames = spec.feature_set != "librosa"
+        self.separate_frames = not option(spec.extractor(), "frames_free")
         self.frames_folder = self.root / f"frames-{spec.key()}{suffix}" if self.separate_frames else self.folder
 
     def entry(self, key: str) -> Path:
@@ -172,16 +177,33 @@ class FeatureSet:
         return hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()[:16]
 
 
-def _extract_and_store(path: str, key: str, cache: FeatureCache | None, spec: FeatureSpec, augmentation,
-                       frames: bool = True):
+def _extract_chunk(paths: list[str], keys: list[str], cache: FeatureCache | None, spec: FeatureSpec, augmentation,
+                   frames: bool, plugins: tuple[str, ...] = ()) -> list[tuple[UtteranceFeatures | None, str | None]]:
+    """Features of a few files in one call of the extractor (a GPU encoder batches them), each cached; a file that
+    fails alone gets its reason, and a failing batch is retried file by file to find which."""
+    ensure_plugins(plugins)  # a worker process: the parent's feature sets registered here too
     warm_numba_cache(spec, augmentation)
+    out: list = [None] * len(paths)
+    signals = {}
+    for i, path in enumerate(paths):
+        try:
+            signals[i] = load_signal(path, spec, augmentation)
+        except Exception as error:  # noqa: BLE001  -- one bad file must never sink a run
+            out[i] = (None, f"{type(error).__name__}: {error}")
     try:
-        features = extract_file(path, spec, augmentation, frames=frames)
-    except Exception as error:  # noqa: BLE001  -- one bad file must never sink a run
-        return None, f"{type(error).__name__}: {error}"
-    if cache is not None:
-        cache.save(key, features)
-    return features, None
+        done = dict(zip(signals, extract_signals(list(signals.values()), spec, frames=frames), strict=True))
+    except Exception:  # noqa: BLE001  -- find the file that failed the batch
+        done = {}
+        for i, signal in signals.items():
+            try:
+                done[i] = extract_signals([signal], spec, frames=frames)[0]
+            except Exception as error:  # noqa: BLE001
+                out[i] = (None, f"{type(error).__name__}: {error}")
+    for i, features in done.items():
+        if cache is not None:
+            cache.save(keys[i], features)
+        out[i] = (features, None)
+    return out
 
 
 def extract_features(
@@ -196,55 +218,72 @@ def extract_features(
 ) -> FeatureSet:
     """Extract (or read from the cache) the features of every file in `manifest`, optionally augmented.
 
-    Files that cannot be read or analysed are left out and listed in `skipped`. `frames=False`
-    skips an openSMILE set's frame pass (`frames` is then None); the librosa set always has frames.
+    Files that cannot be read or analysed are left out and listed in `skipped`. `frames=False` skips a frame pass
+    that does not come free with the functionals (an openSMILE set's: `frames` is then None).
     """
-    frames = frames or spec.feature_set == "librosa"
+    extractor = spec.extractor()
+    frames = (frames or option(extractor, "frames_free")) and "frames" in option(extractor, "produces")
     spec.check_available()
-    cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
     paths = manifest["path"].tolist()
     keys = [content_hash(p) for p in paths]
-    results: list[UtteranceFeatures | None] = [cache.load(k, frames) if cache else None for k in keys]
-    reasons: dict[int, str] = {}
-    todo = [i for i, r in enumerate(results) if r is None]
-    if todo:
-        warm_numba_cache(spec, augmentation)  # before any worker starts: the workers then only read the cache
-        disable = None if progress is None else not progress
-        jobs = (delayed(_extract_and_store)(paths[i], keys[i], cache, spec, augmentation, frames) for i in todo)
-        runner = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)
-        label = f"features ({augmentation.kind})" if augmentation else "features"
-        bar = tqdm(runner(jobs), total=len(todo), desc=label, unit="file", disable=disable)
-        finished = 0
-        try:
-            for i, (features, reason) in zip(todo, bar, strict=True):
-                results[i] = features
-                finished += 1
-                if reason:
-                    reasons[i] = reason
-        except (TerminatedWorkerError, BrokenProcessPool) as error:
-            pending = todo[finished:]
-            kept = "; the files finished so far are cached and will be reused" if cache else ""
-            raise ExtractionCrashError(
-                f"feature extraction ({label}): a worker process died ({_cause(error)}) with {len(pending)} of "
-                f"{len(todo)} files to go, near {paths[pending[0]]}{kept}. Run the same command again; if it "
-                "happens again, try --jobs 1 or more memory"
-            ) from None
-        finally:
-            bar.close()
-    ok = [i for i, r in enumerate(results) if r is not None]
-    skipped = [{"path": paths[i], "reason": reason} for i, reason in sorted(reasons.items())]
+    if hasattr(extractor, "read_rows"):  # features from a file: no audio analysis, no cache
+        if augmentation is not None:
+            raise ValueError(f"the {spec.feature_set} feature set reads no audio, so it cannot make augmented "
+                             f"copies ({augmentation.kind}); leave out the suite's augmentation for it")
+        results = extractor.read_rows(manifest, frames=frames)
+    else:
+        results = _extract_all(paths, keys, spec, augmentation, frames=frames, cache_dir=cache_dir, n_jobs=n_jobs,
+                               progress=progress)
+    ok = [i for i, (r, _) in enumerate(results) if r is not None]
+    skipped = [{"path": paths[i], "reason": reason} for i, (r, reason) in enumerate(results) if r is None]
     for item in skipped:
         log.warning("skipped %s: %s", item["path"], item["reason"])
     n_functionals = len(spec.functional_names())
     return FeatureSet(
         manifest=manifest.iloc[ok].reset_index(drop=True),
-        functionals=np.stack([results[i].functionals for i in ok]) if ok else np.zeros((0, n_functionals), np.float32),
-        frames=[results[i].frames for i in ok] if frames else None,
+        functionals=np.stack([results[i][0].functionals for i in ok]) if ok else
+        np.zeros((0, n_functionals), np.float32),
+        frames=[results[i][0].frames for i in ok] if frames else None,
         functional_names=spec.functional_names(),
         frame_names=spec.frame_names(),
         keys=[keys[i] for i in ok],
         skipped=skipped,
     )
+
+
+def _extract_all(paths: list[str], keys: list[str], spec: FeatureSpec, augmentation, *, frames: bool, cache_dir,
+                 n_jobs: int, progress: bool | None) -> list[tuple[UtteranceFeatures | None, str | None]]:
+    """(features, None) or (None, reason) per path: cached entries read, the rest extracted in parallel chunks."""
+    cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
+    results = [(cache.load(k, frames) if cache else None, None) for k in keys]
+    todo = [i for i, (r, _) in enumerate(results) if r is None]
+    if not todo:
+        return results
+    warm_numba_cache(spec, augmentation)  # before any worker starts: the workers then only read the cache
+    size = max(1, int(option(spec.extractor(), "batch_size")))
+    chunks = [todo[start:start + size] for start in range(0, len(todo), size)]
+    jobs = (delayed(_extract_chunk)([paths[i] for i in chunk], [keys[i] for i in chunk], cache, spec, augmentation,
+                                    frames, loaded_plugins()) for chunk in chunks)
+    label = f"features ({augmentation.kind})" if augmentation else "features"
+    bar = tqdm(total=len(todo), desc=label, unit="file", disable=None if progress is None else not progress)
+    finished = 0
+    try:
+        for chunk, outcome in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs), strict=True):
+            for i, result in zip(chunk, outcome, strict=True):
+                results[i] = result
+            finished += len(chunk)
+            bar.update(len(chunk))
+    except (TerminatedWorkerError, BrokenProcessPool) as error:
+        pending = todo[finished:]
+        kept = "; the files finished so far are cached and will be reused" if cache else ""
+        raise ExtractionCrashError(
+            f"feature extraction ({label}): a worker process died ({_cause(error)}) with {len(pending)} of "
+            f"{len(todo)} files to go, near {paths[pending[0]]}{kept}. Run the same command again; if it "
+            "happens again, try --jobs 1 or more memory"
+        ) from None
+    finally:
+        bar.close()
+    return results
 
 
 def _cause(error: BaseException) -> str:

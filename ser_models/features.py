@@ -17,9 +17,19 @@ import librosa
 import numpy as np
 import scipy.fft
 
+from ser_models import opensmile_features, precomputed  # noqa: F401  (register their feature sets)
 from ser_models.audio import load_audio
 from ser_models.augment import Augmentation
-from ser_models.opensmile_features import OPENSMILE_SETS, opensmile_features, opensmile_module, opensmile_names
+from ser_models.extractors import (
+    BUILT_IN,
+    FEATURES,
+    ExtractorDefaults,
+    UtteranceFeatures,
+    as_features,
+    extractor_for,
+    option,
+    register_features,
+)
 
 # Bump whenever the numbers this module produces change: it invalidates the cache.
 FEATURE_CODE_VERSION = 4  # 4: F0 from the voicing autocorrelation, fixed chroma tuning
@@ -45,25 +55,34 @@ class FeatureSpec:
     fmin_f0: float = 60.0
     fmax_f0: float = 500.0
     mel_functionals: bool = True
-    feature_set: str = "librosa"  # or "egemaps" / "compare": openSMILE's sets (the opensmile extra)
+    feature_set: str = "librosa"  # or "egemaps" / "compare" (openSMILE, the opensmile extra), or a registered one
+    options: tuple = ()  # the feature set's own options (its constructor's keywords), as sorted (name, value) pairs
 
     def __post_init__(self) -> None:
-        if self.feature_set not in ("librosa", *OPENSMILE_SETS):
-            choices = ", ".join(("librosa", *OPENSMILE_SETS))
-            raise ValueError(f"unknown feature_set {self.feature_set!r}; choose from {choices}")
+        if self.feature_set not in FEATURES:
+            raise ValueError(f"unknown feature_set {self.feature_set!r}; choose from {', '.join(FEATURES.names())}")
+        object.__setattr__(self, "options", _frozen(dict(self.options)))
 
     def key(self) -> str:
-        """A short stable hash of the spec and the feature-code version."""
+        """A short stable hash of the spec, the feature-code version and a registered extractor's own fields."""
         fields = asdict(self)
+        del fields["options"]  # in the extractor's fields below: built-in keys predate options
         if self.feature_set == "librosa":
             del fields["feature_set"]  # librosa keys predate openSMILE support
-        payload = json.dumps({**fields, "code_version": FEATURE_CODE_VERSION}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = {**fields, "code_version": FEATURE_CODE_VERSION}
+        if self.feature_set not in BUILT_IN:
+            extractor = self.extractor()
+            payload["extractor"] = {"version": option(extractor, "version"), "options": [list(o) for o in self.options],
+                                    **option(extractor, "key_fields")()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def extractor(self):
+        """The FeatureExtractor this spec names (built once per process)."""
+        return extractor_for(self)
 
     def check_available(self) -> None:
         """Raise MissingExtraError (with the install command) when the spec needs an absent extra."""
-        if self.feature_set != "librosa":
-            opensmile_module()
+        option(self.extractor(), "check_available")()
 
     def lld_names(self) -> list[str]:
         """Names of the frame-level descriptors, in row order of the LLD matrix."""
@@ -80,28 +99,49 @@ class FeatureSpec:
         return names
 
     def frame_names(self) -> list[str]:
-        """Columns of the frame matrix given to sequence models: log-mel, then the LLDs."""
-        if self.feature_set != "librosa":
-            return opensmile_names(self.feature_set, "LowLevelDescriptors")
-        return [f"logmel{i}" for i in range(self.n_mels)] + self.lld_names()
+        """Columns of the frame matrix given to sequence models (librosa: log-mel, then the LLDs)."""
+        return list(option(self.extractor(), "frame_names")())
 
     def functional_names(self) -> list[str]:
         """Names of the utterance-level vector, in order."""
-        if self.feature_set != "librosa":
-            return opensmile_names(self.feature_set, "Functionals")
-        names = [f"{lld}__{fn}" for lld in self.lld_names() for fn in FUNCTIONALS]
-        if self.mel_functionals:
-            names += [f"logmel{i}__{fn}" for i in range(self.n_mels) for fn in ("mean", "std", "p90")]
+        return list(self.extractor().functional_names())
+
+    def mel_bands(self) -> int:
+        """How many leading frame columns are log-mel bands (the 2-D CNN's image); 0: none."""
+        return int(option(self.extractor(), "mel_bands"))
+
+
+def _frozen(options: dict) -> tuple:
+    """Options as sorted (name, value) pairs, lists as tuples: hashable, and the same however they were given."""
+    def freeze(value):
+        return tuple(freeze(v) for v in value) if isinstance(value, list | tuple) else value
+    return tuple(sorted((str(k), freeze(v)) for k, v in options.items()))
+
+
+@register_features("librosa")
+class LibrosaFeatures(ExtractorDefaults):
+    """The built-in set: MFCCs, deltas, chroma, contrast, spectral shape, F0 and voicing, log-mel; one pass."""
+
+    produces = ("functionals", "frames")
+    frames_free = True
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self.mel_bands = spec.n_mels
+
+    def functional_names(self) -> list[str]:
+        spec = self.spec
+        names = [f"{lld}__{fn}" for lld in spec.lld_names() for fn in FUNCTIONALS]
+        if spec.mel_functionals:
+            names += [f"logmel{i}__{fn}" for i in range(spec.n_mels) for fn in ("mean", "std", "p90")]
         names += ["duration_s", "voiced_fraction", "onset_rate"]
         return names
 
+    def frame_names(self) -> list[str]:
+        return [f"logmel{i}" for i in range(self.spec.n_mels)] + self.spec.lld_names()
 
-@dataclass
-class UtteranceFeatures:
-    """The output of one extraction pass."""
-
-    functionals: np.ndarray  # (n_functionals,) float32
-    frames: np.ndarray | None  # (n_frames, n_frame_features) float16; None: not asked for (openSMILE sets)
+    def extract(self, signals: list[np.ndarray], sample_rate: int, *, frames: bool = True) -> list[UtteranceFeatures]:
+        return [librosa_features(y, self.spec) for y in signals]
 
 
 def _functionals(matrix: np.ndarray) -> np.ndarray:
@@ -197,13 +237,26 @@ def _fit_length(values: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def extract_signal(y: np.ndarray, spec: FeatureSpec, *, frames: bool = True) -> UtteranceFeatures:
-    """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`.
+    """The spec's features of one mono signal at `spec.sample_rate` (frames only when asked, or when free)."""
+    return extract_signals([y], spec, frames=frames)[0]
 
-    The librosa set's frames come free with its functionals; an openSMILE set's frames take a
-    second pass, run only with `frames=True`.
-    """
-    if spec.feature_set != "librosa":
-        return UtteranceFeatures(*opensmile_features(y, spec.sample_rate, spec.feature_set, frames))
+
+def extract_signals(signals: list[np.ndarray], spec: FeatureSpec, *, frames: bool = True) -> list[UtteranceFeatures]:
+    """The spec's features of a batch of signals, in one call of its extractor; widths checked against its names."""
+    extractor = spec.extractor()
+    wants_frames = frames and "frames" in option(extractor, "produces")
+    out = [as_features(value, frames=wants_frames)
+           for value in extractor.extract(signals, spec.sample_rate, frames=wants_frames)]
+    width = len(spec.functional_names())
+    if len(out) != len(signals) or any(f.functionals.size != width for f in out):
+        sizes = sorted({f.functionals.size for f in out})
+        raise ValueError(f"feature set {spec.feature_set!r} gave {len(out)} results of {sizes} values for "
+                         f"{len(signals)} signals; its functional_names() has {width}")
+    return out
+
+
+def librosa_features(y: np.ndarray, spec: FeatureSpec) -> UtteranceFeatures:
+    """Compute LLDs, frame matrix and functionals for a mono signal at `spec.sample_rate`; frames come free."""
     sr, hop = spec.sample_rate, spec.hop_length
     stft = np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop))
     power = stft**2
@@ -256,7 +309,10 @@ def extract_signal(y: np.ndarray, spec: FeatureSpec, *, frames: bool = True) -> 
 def extract_file(path: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None, *,
                  frames: bool = True) -> UtteranceFeatures:
     """Load one audio file as the spec says, optionally augment it, and extract its features."""
+    return extract_signal(load_signal(path, spec, augmentation), spec, frames=frames)
+
+
+def load_signal(path: str | Path, spec: FeatureSpec, augmentation: Augmentation | None = None) -> np.ndarray:
+    """One audio file as the spec's extractor reads it: mono at its rate, trimmed, optionally augmented."""
     y = load_audio(path, sample_rate=spec.sample_rate, trim_db=spec.trim_db)
-    if augmentation is not None:
-        y = augmentation.apply(y, spec.sample_rate)
-    return extract_signal(y, spec, frames=frames)
+    return y if augmentation is None else augmentation.apply(y, spec.sample_rate)

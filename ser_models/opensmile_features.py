@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from functools import lru_cache
 
 import numpy as np
+
+from ser_models.extractors import ExtractorDefaults, register_features
 
 OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 
@@ -48,3 +51,28 @@ def opensmile_features(y: np.ndarray, sample_rate: int, feature_set: str,
     if len(matrix) < 3:
         raise ValueError("utterance shorter than three openSMILE frames")
     return functionals, np.clip(np.nan_to_num(matrix), -6e4, 6e4).astype(np.float16)
+
+
+class OpenSmileFeatures(ExtractorDefaults):
+    """openSMILE's eGeMAPSv02 or ComParE_2016: functionals, and its low-level descriptors as frames when asked."""
+
+    produces = ("functionals", "frames")
+
+    def __init__(self, feature_set: str):
+        self.feature_set = feature_set
+
+    def check_available(self) -> None:
+        opensmile_module()
+
+    def functional_names(self) -> list[str]:
+        return opensmile_names(self.feature_set, "Functionals")
+
+    def frame_names(self) -> list[str]:
+        return opensmile_names(self.feature_set, "LowLevelDescriptors")
+
+    def extract(self, signals: list[np.ndarray], sample_rate: int, *, frames: bool = True) -> list[tuple]:
+        return [opensmile_features(y, sample_rate, self.feature_set, frames) for y in signals]
+
+
+for _name in OPENSMILE_SETS:
+    register_features(_name, factory=functools.partial(OpenSmileFeatures, _name))

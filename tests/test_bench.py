@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import runner
+from bench import execute, runner
 from bench.cli import main
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
@@ -140,12 +140,12 @@ def test_smoke_suite_is_learnable_but_not_trivial(tmp_path, monkeypatch):
     """The embedded corpus: baselines well above chance (0.2) under speaker folds, nobody perfect."""
     settings = []
 
-    class Recording(runner.Parallel):  # the jobs' inputs are sent, not memory-mapped (a file per job filled RAM)
+    class Recording(execute.Parallel):  # the jobs' inputs are sent, not memory-mapped (a file per job filled RAM)
         def __init__(self, *args, **kwargs):
             settings.append(kwargs.get("max_nbytes", "default"))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "Parallel", Recording)
+    monkeypatch.setattr(execute, "Parallel", Recording)
     options = RunOptions(suite=load_suite("smoke"), models=("logreg", "random_forest"), results_dir=tmp_path / "r",
                          cache_dir=tmp_path / "c", jobs=2, progress=False)
     summary = run_suite(options)
@@ -266,14 +266,14 @@ def test_protocol_models_restrict_a_protocol(tmp_path):
 def training_sets(monkeypatch) -> list[tuple]:
     """Instrument `job_data`: every job's (model, train rows, test rows, source rows of its training set, size)."""
     seen = []
-    original = runner.job_data
+    original = execute.job_data
 
     def spy(inputs, model, train, test, speaker_independent=True, members=None):
         _, y_train, _, source = inputs.training_set(model, train, members)
         seen.append((model, train, test, source, len(y_train)))
         return original(inputs, model, train, test, speaker_independent, members)
 
-    monkeypatch.setattr(runner, "job_data", spy)
+    monkeypatch.setattr(execute, "job_data", spy)
     return seen
 
 
@@ -335,14 +335,14 @@ def test_a_member_with_copies_of_its_own_does_not_share_its_row_fit_with_an_ense
 def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, capsys, monkeypatch):
     """A fit that raises (here svm, after logreg's folds) ends the run with one line naming the fit and the
     error, exit 2, no traceback; the finished fits are recorded and the same command reuses them."""
-    original = runner.fit_and_predict
+    original = execute.fit_and_predict
 
     def failing(model, *args, **kwargs):
         if model == "svm":
             raise np.linalg.LinAlgError("SVD did not converge")
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit_and_predict", failing)
+    monkeypatch.setattr(execute, "fit_and_predict", failing)
     suite = tmp_path / "tiny.toml"
     suite.write_text('corpora = ["synthetic"]\nmodels = ["logreg", "svm"]\n[protocol_options]\nn_folds = 2\n'
                      '[corpus_options.synthetic]\nn_speakers = 8\nutterances_per_emotion = 3\n'
@@ -355,7 +355,7 @@ def test_a_failing_fit_is_a_clear_error_and_loses_no_finished_fit(tmp_path, caps
     assert "Every finished fit is recorded (2 in this run)" in err and "Traceback" not in err
     records = RecordStore(tmp_path / "r" / "tiny").load()
     assert sorted(r["model"] for r in records) == ["logreg", "logreg"]
-    monkeypatch.setattr(runner, "fit_and_predict", original)
+    monkeypatch.setattr(execute, "fit_and_predict", original)
     assert main(command) == 0
     assert sorted(r["model"] for r in RecordStore(tmp_path / "r" / "tiny").load()) == ["logreg"] * 2 + ["svm"] * 2
 
@@ -464,7 +464,7 @@ def test_model_code_version_invalidates_recorded_rows(tiny_run, tmp_path, monkey
     options, first = tiny_run
     results = tmp_path / "results"
     shutil.copytree(options.results_dir, results)
-    monkeypatch.setitem(registry._MODELS, "svm", dataclasses.replace(registry._MODELS["svm"], version=2))
+    monkeypatch.setitem(registry.MODELS._entries, "svm", dataclasses.replace(registry.model_spec("svm"), version=2))
     again = run_suite(RunOptions(**{**options.__dict__, "results_dir": results}))
     assert again.trained == 2 and again.reused == 2  # svm redone under its new code version, logreg reused
     assert {r["model_version"] for r in RecordStore(results / "tiny").load() if r["model"] == "svm"} == {2}

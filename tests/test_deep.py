@@ -10,9 +10,10 @@ import pytest
 from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 
 from bench.runner import compiled_programs_beside
-from ser_models.models import deep, get_model, model_names, model_spec
-from ser_models.models.deep import DeepClassifier, compile_counts
+from ser_models.models import architectures, get_model, keras_runtime, model_names, model_spec
+from ser_models.models.deep import DeepClassifier
 from ser_models.models.frames import pad_frames
+from ser_models.models.keras_runtime import compile_counts
 
 SMALL = {"epochs": 2, "width": 8, "batch_size": 16}
 
@@ -75,7 +76,7 @@ def test_same_seed_same_predictions_on_cpu():
 def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_probabilities():
     """precision="mixed_bfloat16": the network's layers compute in bfloat16 and keep float32 weights, the class
     probabilities stay float32, a seed still fixes the predictions, and the global policy is left as it was."""
-    keras = deep.keras_module()
+    keras = keras_runtime.keras_module()
     x = toy_frames()
     params = {**SMALL, "refit_networks": 1, "precision": "mixed_bfloat16"}
     model = get_model("cnn", seed=3, **params).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
@@ -105,7 +106,7 @@ def xla_cache(tmp_path):
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    deep.keras_module()
+    keras_runtime.keras_module()
     before = jax.config.jax_compilation_cache_dir
     compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
@@ -150,28 +151,28 @@ def test_a_broken_compiled_program_cache_is_compiled_afresh(xla_cache):
 def test_compiled_program_cache_location(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("SER_BENCH_XLA_CACHE", raising=False)
     monkeypatch.setenv("SER_BENCH_CACHE", str(tmp_path / "features"))
-    assert deep.xla_cache_dir() == tmp_path / "features" / "xla"
+    assert keras_runtime.xla_cache_dir() == tmp_path / "features" / "xla"
     # a run's --cache-dir moves it too, unless SER_BENCH_XLA_CACHE names its own place
     compiled_programs_beside(tmp_path / "elsewhere")
-    assert deep.xla_cache_dir() == tmp_path / "elsewhere" / "xla"
+    assert keras_runtime.xla_cache_dir() == tmp_path / "elsewhere" / "xla"
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(tmp_path / "mine"))
     compiled_programs_beside(tmp_path / "elsewhere")
-    assert deep.xla_cache_dir() == tmp_path / "mine"
+    assert keras_runtime.xla_cache_dir() == tmp_path / "mine"
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", "off")
-    assert deep.xla_cache_dir() is None
+    assert keras_runtime.xla_cache_dir() is None
     # a folder that cannot be made: one warning per process, and fits go on without the cache
     import jax
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("SER_BENCH_XLA_CACHE", str(blocker / "xla"))
-    deep._use_compilation_cache.cache_clear()
+    keras_runtime._use_compilation_cache.cache_clear()
     before = jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", None)
     try:
         with caplog.at_level(logging.WARNING):
-            deep._use_compilation_cache()
-            deep._use_compilation_cache()
+            keras_runtime._use_compilation_cache()
+            keras_runtime._use_compilation_cache()
         assert jax.config.jax_compilation_cache_dir is None
         warnings = [r for r in caplog.records if "SER_BENCH_XLA_CACHE" in r.getMessage()]
         assert len(warnings) == 1
@@ -219,13 +220,14 @@ def test_cnn2d_output_ignores_what_lies_past_an_utterance_end():
     last real cell, they would change its output with the padded length. Same weights, same utterances, padded to
     48 and to 64 frames: the same probabilities. (The option is off in the registered cnn2d: it gained on RAVDESS
     inner folds and lost on URDU's; bench/benchmarks/deep_recipe.md.)"""
-    keras = deep.keras_module()
+    keras = keras_runtime.keras_module()
     frames = toy_frames()
     rows = np.flatnonzero(frames.lengths <= 48)
     networks = {}
     for steps in (48, 64):
         inputs = [keras.Input(shape=(steps, 161)), keras.Input(shape=(steps,))]
-        networks[steps] = keras.Model(inputs, deep.build_cnn2d(keras, inputs, 3, 8, 0.0, mask_before_pooling=True))
+        outputs = architectures.build_cnn2d(keras, inputs, 3, 8, 0.0, mask_before_pooling=True)
+        networks[steps] = keras.Model(inputs, outputs)
     networks[64].set_weights(networks[48].get_weights())
     outputs = [network.predict([frames.values[rows, :steps].astype(np.float32), frames.mask()[rows, :steps]],
                                verbose=0) for steps, network in networks.items()]

@@ -11,7 +11,7 @@ import pytest
 from deep_toy_data import LABELS, SPEAKERS, N, toy_frames, toy_vectors
 from sklearn.metrics import balanced_accuracy_score
 
-from ser_models.models import deep, get_model, model_names, model_spec
+from ser_models.models import architectures, deep, get_model, model_names, model_spec, recipe, training
 from ser_models.models.deep import DeepClassifier, keras_module
 
 SMALL = {"epochs": 3, "width": 8, "batch_size": 16}
@@ -22,7 +22,7 @@ RECIPE = {"mixup": 0.4, "label_smoothing": 0.1, "schedule": "cosine", "warmup_ep
 def test_switches_are_off_by_default_and_stay_out_of_recorded_parameters():
     spec = model_spec("lstm")
     # old rows keep their config hashes: only the switch its registration sets is recorded
-    assert set(deep.RECIPE_SWITCHES) & set(spec.resolved_params()) == {"refit_networks", "best_epoch_ties"}
+    assert set(recipe.RECIPE_SWITCHES) & set(spec.resolved_params()) == {"refit_networks", "best_epoch_ties"}
     assert set(spec.resolved_params({"mixup": 0.2})) >= {"mixup"}  # a suite that sets one records it
     model = spec.build(seed=0, mixup=0.2)
     assert model.mixup == 0.2 and model.label_smoothing == 0.0
@@ -74,7 +74,7 @@ def test_mixup_and_masks_touch_training_batches_only(monkeypatch):
 
 def test_averaged_weights_are_the_ones_predict_proba_uses(monkeypatch):
     recorded = []
-    make = deep._weight_averager
+    make = deep.weight_averager
 
     def recording(keras):
         class Recording(make(keras)):
@@ -137,13 +137,13 @@ def test_statistics_pooling_reads_real_frames_only():
     lengths = np.array([7, 3, 10])
     mask = (np.arange(10)[None] < lengths[:, None]).astype(np.float32)
     x = rng.normal(size=(3, 10, 4)).astype(np.float32) * 5  # padding filled with large values on purpose
-    pooled = np.asarray(deep._pool(keras, x, mask, "mean_std_max"))
+    pooled = np.asarray(architectures._pool(keras, x, mask, "mean_std_max"))
     assert pooled.shape == (3, 12)
     for row, length in enumerate(lengths):
         real = x[row, :length]
         expected = np.concatenate([real.mean(axis=0), real.std(axis=0), real.max(axis=0)])
         np.testing.assert_allclose(pooled[row], expected, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(np.asarray(deep._pool(keras, x, mask, "mean_max")),
+    np.testing.assert_allclose(np.asarray(architectures._pool(keras, x, mask, "mean_max")),
                                np.delete(pooled, np.s_[4:8], axis=1), rtol=1e-6)
 
 
@@ -152,7 +152,7 @@ def test_coarser_time_steps_average_real_frames_only():
     lengths = np.array([7, 2, 9])
     mask = (np.arange(9)[None] < lengths[:, None]).astype(np.float32)
     values = rng.normal(size=(3, 9, 4)).astype(np.float32) * 5  # padding filled on purpose
-    pooled, steps = deep.pool_frames(values, mask, 2)
+    pooled, steps = architectures.pool_frames(values, mask, 2)
     assert pooled.shape == (3, 5, 4) and steps.shape == (3, 5)  # 9 frames: the last step holds one
     np.testing.assert_array_equal(steps.sum(axis=1), np.ceil(lengths / 2))
     for row, length in enumerate(lengths):
@@ -160,7 +160,7 @@ def test_coarser_time_steps_average_real_frames_only():
             real = values[row, 2 * step:min(2 * step + 2, length)]
             expected = real.mean(axis=0) if len(real) else np.zeros(4)
             np.testing.assert_allclose(pooled[row, step], expected, rtol=1e-5, atol=1e-6)
-    same, same_mask = deep.pool_frames(values, mask, 1)
+    same, same_mask = architectures.pool_frames(values, mask, 1)
     np.testing.assert_array_equal(same, values * mask[:, :, None])
     np.testing.assert_array_equal(same_mask, mask)
     assert model_spec("lstm").defaults["frame_pool"] == 4 and "frame_pool" not in model_spec("mlp").defaults
@@ -187,7 +187,7 @@ def test_attention_pooling_gives_padding_no_weight():
 
     def pooled(values, frame_mask):
         keras.utils.set_random_seed(0)  # the same scoring layer weights for each call
-        return np.asarray(deep._pool(keras, values, frame_mask, "attention_max"))
+        return np.asarray(architectures._pool(keras, values, frame_mask, "attention_max"))
 
     np.testing.assert_allclose(pooled(x, mask), pooled(changed, mask), rtol=1e-6)
     assert not np.allclose(pooled(x, mask), pooled(x, np.ones_like(mask)))  # with the padding counted, it differs
@@ -261,19 +261,19 @@ def test_replayed_refit_follows_the_validation_pass_learning_rates(monkeypatch):
 
 
 def test_runs_with_different_seeds_never_share_a_refitted_network_seed():
-    seeds = [{deep.network_seed(run, index) for index in range(5)} for run in range(10)]
+    seeds = [{training.network_seed(run, index) for index in range(5)} for run in range(10)]
     assert all(len(s) == 5 for s in seeds)
     assert all(not seeds[a] & seeds[b] for a in range(10) for b in range(a + 1, 10))
-    assert deep.network_seed(7, 0) == 7
+    assert training.network_seed(7, 0) == 7
 
 
 def test_tied_validation_accuracies_go_to_the_epoch_with_the_lowest_validation_loss():
     history = {"val_accuracy": [1.0, 0.9, 1.0, 1.0, 0.95], "val_loss": [0.6, 0.5, 0.3, 0.4, 0.2]}
-    assert deep.best_epoch(history, "val_accuracy") == 0  # the rule before deep.BEST_EPOCH: the first tied epoch
-    assert deep.best_epoch(history, "val_accuracy", "lowest_loss") == 2
-    assert deep.best_epoch(history, "val_loss", "lowest_loss") == 4  # a loss monitor has no ties to break
+    assert training.best_epoch(history, "val_accuracy") == 0  # the rule before recipe.BEST_EPOCH: the first tied epoch
+    assert training.best_epoch(history, "val_accuracy", "lowest_loss") == 2
+    assert training.best_epoch(history, "val_loss", "lowest_loss") == 4  # a loss monitor has no ties to break
     for name in ("mlp", "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"):
-        assert model_spec(name).resolved_params().items() >= deep.BEST_EPOCH.items()  # registered and recorded
+        assert model_spec(name).resolved_params().items() >= recipe.BEST_EPOCH.items()  # registered and recorded
     with pytest.raises(ValueError, match="best_epoch_ties"):
         get_model("mlp", seed=0, best_epoch_ties="last").fit(toy_vectors(), LABELS, groups=SPEAKERS)
 
@@ -294,7 +294,7 @@ class _Weights:
 def test_tie_breaking_early_stopping_counts_a_lower_loss_at_the_best_accuracy_as_progress():
     keras = keras_module()
     model = _Weights()
-    stopper = deep._tie_breaking_early_stopping(keras)("val_accuracy", patience=2, restore=True)
+    stopper = training.tie_breaking_early_stopping(keras)("val_accuracy", patience=2, restore=True)
     stopper.set_model(model)
     stopper.on_train_begin()
     history = {"val_accuracy": [1.0, 1.0, 1.0, 0.9, 1.0, 1.0], "val_loss": [0.5, 0.4, 0.3, 0.2, 0.35, 0.3]}
@@ -306,7 +306,7 @@ def test_tie_breaking_early_stopping_counts_a_lower_loss_at_the_best_accuracy_as
     # Keras' EarlyStopping would have stopped after epoch 2 and restored epoch 0; the loss kept falling until epoch 2
     assert (epoch, stopper.best_epoch) == (4, 2)
     stopper.on_train_end()
-    assert model.epoch == 2 == deep.best_epoch({k: v[:epoch + 1] for k, v in history.items()}, "val_accuracy",
+    assert model.epoch == 2 == training.best_epoch({k: v[:epoch + 1] for k, v in history.items()}, "val_accuracy",
                                                 "lowest_loss")
 
 
@@ -314,7 +314,7 @@ def test_tie_breaking_refit_trains_the_epoch_count_the_rule_picks():
     x, small = toy_vectors(), {"seed": 0, "epochs": 6, "width": 8, "refit_networks": 1, "patience": 2}
     model = get_model("mlp", monitor="val_accuracy", best_epoch_ties="lowest_loss", **small).fit(x, LABELS,
                                                                                                  groups=SPEAKERS)
-    picked = deep.best_epoch(model.history_, "val_accuracy", "lowest_loss") + 1
+    picked = training.best_epoch(model.history_, "val_accuracy", "lowest_loss") + 1
     assert model.history_["refit_epochs"] == [float(picked)]
     steps = int(np.ceil(len(x) / model.batch_size))
     assert int(model.model_.optimizer.iterations) == picked * steps  # the refitted network trained that many epochs
@@ -322,7 +322,7 @@ def test_tie_breaking_refit_trains_the_epoch_count_the_rule_picks():
 
 def test_validation_uar_is_the_mean_recall_over_the_classes_present():
     keras = keras_module()
-    metric = deep._uar_metric(keras)(4)
+    metric = training.uar_metric(keras)(4)
     truth = np.array([0, 0, 0, 0, 0, 0, 2, 2])  # mostly class 0; classes 1 and 3 absent
     guess = np.eye(4)[[0, 0, 0, 0, 0, 0, 0, 2]]
     metric.update_state(truth[:5], guess[:5])  # two batches accumulate
@@ -360,9 +360,9 @@ def test_class_covering_draw_keeps_a_covering_draw_and_redraws_one_that_is_not()
     speakers_of = {s: LABELS[SPEAKERS == s][0] for s in np.unique(SPEAKERS)}  # each toy speaker voices one class
     rng = np.random.default_rng(0)
     covering = np.array(["toy:00", "toy:01", "toy:02"])
-    assert list(deep.class_covering_draw(covering, rng, LABELS, SPEAKERS)) == list(covering)
+    assert list(training.class_covering_draw(covering, rng, LABELS, SPEAKERS)) == list(covering)
     one_class = np.array(["toy:00", "toy:03", "toy:06"])  # all angry
-    draw = deep.class_covering_draw(one_class, rng, LABELS, SPEAKERS)
+    draw = training.class_covering_draw(one_class, rng, LABELS, SPEAKERS)
     assert len(draw) == 3 and len(set(draw)) == 3
     assert {speakers_of[s] for s in draw} == set(LABELS)
     assert {speakers_of[s] for s in set(speakers_of) - set(draw)} == set(LABELS)
@@ -372,7 +372,7 @@ def test_class_covering_draw_never_takes_a_class_away_from_training():
     # "sad" has one speaker: validation cannot hold it without training losing it, so the draw covers the other two
     keep = ~np.isin(SPEAKERS, ["toy:05", "toy:08", "toy:11"])
     labels, speakers = LABELS[keep], SPEAKERS[keep]
-    draw = deep.class_covering_draw(np.array(["toy:00", "toy:03"]), np.random.default_rng(0), labels, speakers)
+    draw = training.class_covering_draw(np.array(["toy:00", "toy:03"]), np.random.default_rng(0), labels, speakers)
     assert "toy:02" not in draw
     assert set(labels[np.isin(speakers, draw)]) == {"angry", "neutral"}
 

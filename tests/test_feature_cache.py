@@ -18,7 +18,7 @@ def test_miss_then_hit_gives_identical_features(synthetic_manifest, cache_dir, m
     def fail(*_, **__):
         raise AssertionError("a warm run must not extract")
 
-    monkeypatch.setattr("ser_models.feature_cache.extract_file", fail)
+    monkeypatch.setattr("ser_models.feature_cache.load_signal", fail)
     warm = extract_features(subset, cache_dir=cache_dir)
     np.testing.assert_array_equal(cold.functionals, warm.functionals)
     assert cold.fingerprint() == warm.fingerprint()

@@ -243,7 +243,7 @@ def test_refit_members_is_stored_only_when_a_suite_sets_it():
 def test_a_shared_fit_is_trained_once_and_predicts_as_a_fresh_one(tmp_path):
     """A row fitted with `share_fit` stores its fit beside the ensembles'; the same fit asked again (as an ensemble's
     member refit would) is loaded, not retrained: same probabilities, its original seconds, `fit_reused`."""
-    from bench.runner import fit_and_predict
+    from bench.execute import fit_and_predict
 
     x = toy_frames()
     test = np.isin(SPEAKERS, sorted(set(SPEAKERS))[:3])

@@ -13,8 +13,8 @@ import pytest
 from conftest import write_tone
 
 from bench.cli import main
+from bench.plan import _warn_untrained_test_classes
 from bench.records import RecordStore
-from bench.runner import _has_gender, _warn_untrained_test_classes
 from ser_models.corpora import (
     canonical_emotion,
     harmonise_labels,
@@ -24,6 +24,7 @@ from ser_models.corpora import (
 )
 from ser_models.corpora.emodb import EMOTION_CODES, SPEAKER_GENDERS
 from ser_models.corpora.manifest import make_manifest
+from ser_models.hygiene import has_gender
 from ser_models.protocols import Fold, lone_speaker_classes, untrained_test_classes
 
 
@@ -139,8 +140,8 @@ def test_the_gender_task_needs_two_speakers_of_each_gender(caplog):
                 for s, g in enumerate(genders)]
         return SimpleNamespace(manifest=make_manifest(rows, "c"))
 
-    assert _has_gender("c", speakers(["male", "male", "female", "female", "male"]), "gender task")
-    assert not _has_gender("c", speakers(["male", "male", "female", "male", "male"]), "gender task")
+    assert has_gender("c", speakers(["male", "male", "female", "female", "male"]), "gender task")
+    assert not has_gender("c", speakers(["male", "male", "female", "male", "male"]), "gender task")
     assert "only one speaker is female" in caplog.text
 
 

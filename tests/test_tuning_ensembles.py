@@ -25,7 +25,7 @@ def features(synthetic_manifest, tmp_path_factory):
 
 def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, tmp_path, monkeypatch):
     """Instrument every fit inside tuning and the ensembles: none ever holds an outer-test speaker."""
-    from bench import runner
+    from bench import execute
 
     seen = []  # (outer test speakers, speakers of every fit/score inside the job)
     original_fit = EnsembleClassifier.fit
@@ -41,7 +41,7 @@ def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, 
         seen.append(("inner", {s for fold in self.inner_speakers_ for s in fold}))
         return result
 
-    monkeypatch.setattr(runner, "tune", spy_tune)
+    monkeypatch.setattr(execute, "tune", spy_tune)
     monkeypatch.setattr(EnsembleClassifier, "fit", spy_fit)
     suite = parse_suite({"corpora": ["synthetic"], "models": ["stacking", "logreg"], "corpus_options": CORPUS,
                          "protocol_options": FOLDS,

@@ -52,14 +52,14 @@ KILL_ON_ONE_FILE = textwrap.dedent("""
     if os.environ.get("SER_TEST_KILL_ON"):
         import ser_models.feature_cache as feature_cache
 
-        original = feature_cache.extract_file
+        original = feature_cache.load_signal
 
-        def extract_file(path, *args, **kwargs):
+        def load_signal(path, *args, **kwargs):
             if os.environ["SER_TEST_KILL_ON"] in str(path):
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(path, *args, **kwargs)
 
-        feature_cache.extract_file = extract_file
+        feature_cache.load_signal = load_signal
 """)
 
 CRASH_SUITE = """

@@ -32,7 +32,7 @@ from ser_models.augment import Augmentation
 from ser_models.corpora import corpus_info, load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
-from ser_models.models import deep, model_spec
+from ser_models.models import architectures, model_spec
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds
 
@@ -42,7 +42,7 @@ def build_cnn2d_batchnorm(keras, inputs, n_classes, width, dropout):
     layer norm over each frame, which also takes away the frame's overall level (loudness)."""
     frames, mask = inputs
     ops = keras.ops
-    x = ops.expand_dims(frames[:, :, :deep.N_MELS_IN_FRAMES], -1)
+    x = ops.expand_dims(frames[:, :, :architectures.N_MELS_IN_FRAMES], -1)
     x = keras.layers.AveragePooling2D((4, 2), padding="same")(x)
     m = ops.squeeze(keras.layers.MaxPooling1D(4, padding="same")(ops.expand_dims(mask, -1)), -1)
     for filters in (width, 2 * width, 4 * width):
@@ -53,23 +53,24 @@ def build_cnn2d_batchnorm(keras, inputs, n_classes, width, dropout):
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
         x = x * ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
     x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))
-    pooled = keras.layers.Concatenate()([deep._masked_mean(keras, x, m), deep._masked_max(keras, x, m)])
-    return deep._head(keras, pooled, n_classes, max(width, 64), dropout)
+    pooled = keras.layers.Concatenate()([architectures._masked_mean(keras, x, m),
+                                         architectures._masked_max(keras, x, m)])
+    return architectures._head(keras, pooled, n_classes, max(width, 64), dropout)
 
 
 def build_cnn2d_v3(keras, inputs, n_classes, width, dropout):
     """cnn2d as registered up to version 3: its head only as wide as its first filters (16)."""
-    return deep.build_cnn2d(keras, inputs, n_classes, width, dropout, head_width=width)
+    return architectures.build_cnn2d(keras, inputs, n_classes, width, dropout, head_width=width)
 
 
 CANDIDATE_ARCHITECTURES = {"cnn2d_batchnorm": build_cnn2d_batchnorm, "cnn2d_v3": build_cnn2d_v3,
-                           "cnn2d_masked": functools.partial(deep.build_cnn2d, mask_before_pooling=True),
-                           "cnn2d_time_pool_2": functools.partial(deep.build_cnn2d, time_pool=2)}
+                           "cnn2d_masked": functools.partial(architectures.build_cnn2d, mask_before_pooling=True),
+                           "cnn2d_time_pool_2": functools.partial(architectures.build_cnn2d, time_pool=2)}
 
 VARIANTS: dict[str, dict] = {
     "baseline": {},
     # the best epoch: ties on validation accuracy broken by the lower validation loss; validation UAR as the monitor.
-    # Both are registered since (deep.BEST_EPOCH): "accuracy_first" is the recipe before them.
+    # Both are registered since (recipe.BEST_EPOCH): "accuracy_first" is the recipe before them.
     "ties_lowest_loss": {"monitor": "val_accuracy", "best_epoch_ties": "lowest_loss"},
     "monitor_uar": {"monitor": "val_uar", "best_epoch_ties": "first"},
     "monitor_uar_ties": {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"},
@@ -155,7 +156,7 @@ NOT_MODEL_PARAMS = ("architecture", "augment")
 
 
 def _score(model: str, variant: str, seed: int, x, y, groups, train, held_out, labels) -> tuple[float, float]:
-    deep.ARCHITECTURES.update(CANDIDATE_ARCHITECTURES)  # (in each worker process too)
+    architectures.ARCHITECTURES.update(CANDIDATE_ARCHITECTURES)  # (in each worker process too)
     spec = model_spec(model)
     params = spec.resolved_params({k: v for k, v in VARIANTS[variant].items() if k not in NOT_MODEL_PARAMS})
     estimator = spec.build(seed=seed, **params)

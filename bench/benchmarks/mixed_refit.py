@@ -35,7 +35,7 @@ from ser_models.corpora import corpus_info, load_corpus
 from ser_models.ensembles import FRAME_MEMBERS, EnsembleClassifier, member_feature_set
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
-from ser_models.models import deep, model_spec
+from ser_models.models import model_spec, recipe
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds
 
@@ -47,8 +47,9 @@ VARIANTS = {
     "stacking over all 16": ("mixed_stacking", {"selection": "top_k", "top_k": 0}),
 }
 # the deep candidates (mlp and frame networks) trained with the best-epoch switches of deep_recipe.md, session 38
-# (registered since: deep.BEST_EPOCH), or with the rule before them (the earliest epoch of the best validation accuracy)
-BEST_EPOCH_SWITCHES = deep.BEST_EPOCH
+# (registered since: recipe.BEST_EPOCH), or with the rule before them (the earliest epoch of the best validation
+# accuracy)
+BEST_EPOCH_SWITCHES = recipe.BEST_EPOCH
 ACCURACY_FIRST = {"monitor": "val_accuracy", "best_epoch_ties": "first"}
 for _kind in ("mixed_vote", "mixed_stacking"):
     # a budget cut: the frame candidates' out-of-fold probabilities from 2 inner folds (each network trains on half the

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ser_models.corpora.manifest import ManifestError, canonical_emotion, label_problem
-from ser_models.corpora.registry import _CORPORA, CorpusEntry, CorpusInfo
+from ser_models.corpora.registry import CORPORA, CorpusEntry, CorpusInfo
 
 REQUIRED_COLUMNS = ("path", "speaker", "emotion")
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def register_manifest_corpus(name: str, file: str | Path) -> CorpusInfo:
     """Register (or re-point) corpus `name` as the files listed in `file`; paths are relative to its folder."""
     file = Path(file).expanduser().resolve()
     table = read_manifest_table(file)
-    if name in _CORPORA and "manifest" not in _CORPORA[name].info.extra:
+    if name in CORPORA and "manifest" not in CORPORA.get(name).info.extra:
         raise ManifestError(f"{name!r} is a built-in corpus; give the manifest corpus another name")
     info = CorpusInfo(
         name=name, title=name, citation=f"described by {file.name}", license="see the corpus' own terms",
@@ -127,5 +127,5 @@ def register_manifest_corpus(name: str, file: str | Path) -> CorpusInfo:
         layout=f"files listed in {file} (columns path, speaker, emotion[, gender])", folder=str(file.parent),
         extra={"manifest": str(file)},
     )
-    _CORPORA[name] = CorpusEntry(info=info, loader=_loader(file))
+    CORPORA.replace(name, CorpusEntry(info=info, loader=_loader(file)))
     return info

@@ -31,6 +31,11 @@ def make_manifest(rows: list[dict], corpus: str) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in MANIFEST_COLUMNS})
     frame["corpus"] = corpus
+    if "label_raw" not in frame:  # a plugin's loader may give its own labels only: they are made canonical here
+        frame["label_raw"] = frame["emotion"]
+        frame["emotion"] = frame["emotion"].map(canonical_emotion)
+    if "gender" not in frame:
+        frame["gender"] = "unknown"
     prefix = corpus + ":"
     speakers = frame["speaker"].astype(str)
     frame["speaker"] = speakers.where(speakers.str.startswith(prefix), prefix + speakers)  # never prefixed twice

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from ser_models.corpora.manifest import make_manifest
+from ser_models.plugins import resolve
+from ser_models.registry import Registry
 
 # A loader walks a corpus folder and returns (rows, skipped): rows are manifest
 # dicts, skipped are (path, reason) pairs for files it could not label.
@@ -36,31 +38,35 @@ class CorpusInfo:
 @dataclass(frozen=True)
 class CorpusEntry:
     info: CorpusInfo
-    loader: Loader
+    loader: Loader | str  # or a lazy "package.module:attr" name
+
+    def load(self, root: Path, **options) -> tuple[list[dict], list[tuple[str, str]]]:
+        loader = resolve(self.loader) if isinstance(self.loader, str) else self.loader
+        return loader(root, **options)
 
 
 class CorpusNotFoundError(FileNotFoundError):
     """A corpus folder that is missing or holds no recognisable files."""
 
 
-_CORPORA: dict[str, CorpusEntry] = {}
+CORPORA: Registry[CorpusEntry] = Registry("corpus")
 
 
-def register_corpus(info: CorpusInfo) -> Callable[[Loader], Loader]:
-    """Decorator: register `loader` under `info.name`."""
+def register_corpus(info: CorpusInfo, *, loader: Loader | str | None = None) -> Callable[[Loader], Loader]:
+    """Register a corpus loader under `info.name`: as a decorator, or with `loader=` (a function or a lazy
+    "package.module:attr" name). A loader takes the corpus folder (and the suite's corpus options) and returns
+    (rows, skipped): manifest dicts with path, speaker, emotion (and gender), and (path, reason) pairs."""
 
-    def decorate(loader: Loader) -> Loader:
-        if info.name in _CORPORA:
-            raise ValueError(f"corpus {info.name!r} is registered twice")
-        _CORPORA[info.name] = CorpusEntry(info=info, loader=loader)
-        return loader
+    def decorate(function: Loader | str) -> Loader | str:
+        CORPORA.add(info.name, CorpusEntry(info=info, loader=function))
+        return function
 
-    return decorate
+    return decorate if loader is None else decorate(loader)
 
 
 def corpus_names() -> list[str]:
     """Names of every registered corpus."""
-    return sorted(_CORPORA)
+    return sorted(CORPORA.names())
 
 
 def corpus_info(name: str) -> CorpusInfo:
@@ -69,9 +75,7 @@ def corpus_info(name: str) -> CorpusInfo:
 
 
 def _entry(name: str) -> CorpusEntry:
-    if name not in _CORPORA:
-        raise KeyError(f"unknown corpus {name!r}; choose from {', '.join(corpus_names())}")
-    return _CORPORA[name]
+    return CORPORA.get(name)
 
 
 def load_corpus(name: str, root: str | Path, **options) -> pd.DataFrame:
@@ -87,7 +91,7 @@ def load_corpus(name: str, root: str | Path, **options) -> pd.DataFrame:
         raise CorpusNotFoundError(
             f"{entry.info.title}: folder {root} does not exist. Expected layout: {entry.info.layout}"
         )
-    rows, skipped = entry.loader(root, **options)
+    rows, skipped = entry.load(root, **options)
     if not rows:
         raise CorpusNotFoundError(
             f"{entry.info.title}: no usable audio files under {root}. Expected layout: {entry.info.layout}"
