@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> None:
     print(f"\nsuite {summary.suite}: {summary.trained} fits run, {summary.reused} reused from records, "
           f"{summary.skipped_files} files skipped, {time.perf_counter() - start:.0f} s")
     for where, (model, uar) in summary.best.items():
-        print(f"  best on {where}: {model} (UAR {uar:.3f})")
+        print(f"  best on {where}: {model} (pooled UAR {uar:.3f})")
     for corpus, model in summary.saved_models.items():
         print(f"  saved for `bench predict`: {model} refit on all of {corpus} ({summary.folder / 'models'})")
     if (summary.folder / "figures").is_dir():
@@ -193,7 +193,7 @@ def _predict(args: argparse.Namespace) -> None:
     load_plugins(chosen.get("plugins", []))  # the model's own classes and feature set, before its file is read
     table = predict_files(chosen["path"], [str(f) for f in _audio_paths(args.files)])
     print(f"model: {chosen.get('model', '?')} trained on {chosen.get('corpus', '?')} "
-          f"(cross-validated UAR {chosen.get('cross_validated_uar', float('nan')):.3f}), {chosen['path']}")
+          f"(cross-validated pooled UAR {chosen.get('cross_validated_uar', float('nan')):.3f}), {chosen['path']}")
     shown = table.drop(columns=["error"]).rename(columns=lambda c: c[2:] if c.startswith("p_") else c)
     good = table["error"].isna()
     if good.any():

@@ -161,7 +161,7 @@ def make_record(suite: Suite, job: Job, dataset: Dataset, outcome: dict, labels:
         "suite": suite.name, "corpus": job.corpus, "protocol": job.protocol, "model": job.model,
         "family": model_spec(job.model).family, "fold": job.fold.index, "seed": job.seed,
         "config_hash": job.key, "labels": labels, "target": dataset.target, **multi,
-        **({"variant": dataset.variant} if dataset.variant else {}),
+        **({"variant": dataset.variant.fields()} if dataset.variant else {}),
         **({} if job.fold.speaker_independent else {"speaker_independent": False}),
         **classification_metrics(y_test, outcome["predicted"], labels),
         **roc_auc(y_test, probabilities, labels),
@@ -195,7 +195,7 @@ def run_fits(options: RunOptions, store: RecordStore, dataset: Dataset, jobs: li
             f"{job.model} {job.protocol} fold {job.fold.index} seed {job.seed}", plugins, job.model, job.params,
             job.seed, *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent,
                                 job.params.get("members")),
-            tuning=dataset.variant.get("tuned"), storage=storage,
+            tuning=dataset.variant.budget(), storage=storage,
             study=f"{suite.name}-{dataset.name}-{job.protocol}-{job.model}-fold{job.fold.index}-seed{job.seed}"
                   f"-{job.key[:8]}",
             cache_dir=str(options.cache_dir / "ensembles"),

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.plots import confusion_figure, cross_corpus_heatmap, learning_curves, roc_curves, slug, uar_bars
+from bench.figures import roc_figures, summary_figures
+from bench.plots import learning_curves
+from bench.ranking import cross_corpus_table, model_table, pooled_uar
 from bench.records import RecordStore, atomic_write_bytes
 from bench.suite import Suite
-from ser_models.metrics import roc_auc_from_predictions, speaker_confusions, speaker_statistics, uar_from_confusion
+from bench.tables import best_predictions, is_main_table, read_predictions, tables, unreadable_predictions
+from bench.variant import Variant
+from ser_models.metrics import roc_auc_from_predictions, speaker_confusions, speaker_statistics
 
 log = logging.getLogger(__name__)
 
 TOP_MODELS_PER_CLASS_TABLE = 3
 STATISTICS_SEED = 0  # the interval's bootstrap resamples, and the random sign flips above 14 speakers
 SIGNIFICANCE = 0.05
-
-
-FEATURE_SET_NAMES = {"egemaps": "eGeMAPS", "compare": "ComParE"}
-
-
-def entry_name(record: dict) -> str:
-    """A model's row name: the model, plus its variant (openSMILE feature set, gender as input)."""
-    variant = record.get("variant") or {}
-    name = record["model"]
-    if "feature_set" in variant:
-        name += f" · {FEATURE_SET_NAMES.get(variant['feature_set'], variant['feature_set'])}"
-    if variant.get("gender_input"):
-        name += " +gender"
-    if variant.get("tuned"):
-        name += " (tuned)"
-    return name
 
 
 def records_frame(records: list[dict], load_predictions=None) -> pd.DataFrame:
@@ -46,7 +35,7 @@ def records_frame(records: list[dict], load_predictions=None) -> pd.DataFrame:
     """
     frame = pd.DataFrame(records)
     frame["target"] = frame["target"].fillna("emotion") if "target" in frame.columns else "emotion"
-    frame["entry"] = [entry_name(r) for r in records]
+    frame["entry"] = [Variant.of(r.get("variant")).label(r["model"]) for r in records]
     aucs = []
     for record in records:
         auc = record.get("auc_macro")
@@ -58,33 +47,6 @@ def records_frame(records: list[dict], load_predictions=None) -> pd.DataFrame:
         aucs.append(np.nan if auc is None else auc)
     frame["auc"] = aucs
     return frame
-
-
-def _pooled_uar(rows: pd.DataFrame) -> float:
-    """UAR of all folds' test predictions pooled (confusions summed), averaged over seeds."""
-    per_seed = rows.groupby("seed")["confusion"].apply(lambda c: uar_from_confusion(np.sum(list(c), axis=0)))
-    return float(per_seed.mean())
-
-
-def _seed_spread(group: pd.DataFrame) -> pd.DataFrame:
-    """Per entry: the mean over seeds of the fold-mean UAR, the std over folds (mean over seeds), the
-    number of seeds and the std over seeds of the fold-mean UAR (0 with one seed)."""
-    per_seed = group.groupby(["entry", "seed"])["uar"].agg(["mean", "std"]).fillna({"std": 0.0})
-    by_entry = per_seed.groupby("entry")
-    return pd.DataFrame({
-        "uar_mean": by_entry["mean"].mean(), "uar_std": by_entry["std"].mean(),
-        "seeds": by_entry.size(), "seed_std": by_entry["mean"].std().fillna(0.0),
-    })
-
-
-def _model_table(group: pd.DataFrame) -> pd.DataFrame:
-    pooled = group.groupby("entry")[["seed", "confusion"]].apply(_pooled_uar).rename("uar_pooled")
-    summary = group.groupby("entry").agg(
-        accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"), weighted_f1=("weighted_f1", "mean"),
-        auc=("auc", "mean"), fit_seconds=("fit_seconds", "mean"), rows=("uar", "size"),
-    )
-    summary = _seed_spread(group).join(summary).join(pooled)
-    return summary.sort_values(["uar_mean", "accuracy"], ascending=False, kind="stable")
 
 
 def _speaker_independent(group: pd.DataFrame) -> bool:
@@ -143,7 +105,7 @@ def speaker_table(group: pd.DataFrame, entries: list[str], load_predictions) -> 
     for entry in entries:
         rows = group[group["entry"] == entry]
         for seed in sorted(rows["seed"].unique()):
-            predictions = _predictions(rows[rows["seed"] == seed], load_predictions)
+            predictions = read_predictions(rows[rows["seed"] == seed], load_predictions)
             if predictions is None:
                 return {}
             # Paths are relative to each corpus folder: with the corpus-prefixed speaker they name one utterance.
@@ -175,7 +137,7 @@ def _ci_cells(stats: dict | None) -> list[str]:
 def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links: list[str] = (),
                    load_predictions=None) -> str:
     """Markdown for one corpus and protocol: ranking, per-class F1 of the top models, dataset facts."""
-    table = _model_table(group)
+    table = model_table(group)
     stats = speaker_table(group, list(table.index), load_predictions) if load_predictions else {}
     rows = [
         [rank, model, f"{r.uar_mean:.3f} ± {r.uar_std:.3f}",
@@ -199,11 +161,7 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
         _per_class_table(group, top),
         _dataset_facts(group),
     ]
-    gender_rows = [
-        [entry[: -len(" +gender")], f"{table.loc[entry[: -len(' +gender')], 'uar_mean']:.3f}",
-         f"{r.uar_mean:.3f}", f"{r.uar_mean - table.loc[entry[: -len(' +gender')], 'uar_mean']:+.3f}"]
-        for entry, r in table.iterrows() if entry.endswith(" +gender") and entry[: -len(" +gender")] in table.index
-    ]
+    gender_rows = _gender_rows(group, table)
     if gender_rows:
         parts += ["Speaker gender (from the corpus metadata) appended to the utterance functionals:",
                   tabulate(gender_rows, headers=["model", "UAR without", "UAR with gender", "difference"],
@@ -218,6 +176,19 @@ def corpus_section(corpus: str, protocol: str, group: pd.DataFrame, figure_links
     if figure_links:
         parts.append("Figures: " + ", ".join(figure_links) + ".")
     return "\n\n".join(parts)
+
+
+def _gender_rows(group: pd.DataFrame, table: pd.DataFrame) -> list[list[str]]:
+    """Each row with the speaker's gender as an input beside the same row without it."""
+    rows = []
+    for entry, r in table.iterrows():
+        first = group[group["entry"] == entry].iloc[0]
+        variant = Variant.of(first["variant"] if isinstance(first.get("variant"), dict) else None)
+        base = dataclasses.replace(variant, gender_input=False).label(first["model"])
+        if variant.gender_input and base in table.index:
+            without = table.loc[base, "uar_mean"]
+            rows.append([base, f"{without:.3f}", f"{r.uar_mean:.3f}", f"{r.uar_mean - without:+.3f}"])
+    return rows
 
 
 def _ensemble_members(group: pd.DataFrame) -> list[str]:
@@ -241,8 +212,7 @@ def _ensemble_members(group: pd.DataFrame) -> list[str]:
 def cross_corpus_section(frame: pd.DataFrame, top: int = TOP_MODELS_PER_CLASS_TABLE) -> str:
     """Every model's UAR on every train->test pair, and the train x test UAR matrix of the best models."""
     frame = frame.assign(train=frame["train_corpora"].apply("+".join), pair=frame["corpus"])
-    per_pair = frame.groupby(["model", "pair"])[["seed", "confusion"]].apply(_pooled_uar).unstack("pair")
-    per_pair = per_pair.assign(mean=per_pair.mean(axis=1)).sort_values("mean", ascending=False)
+    per_pair = cross_corpus_table(frame)
     pairs = [p for p in per_pair.columns if p != "mean"]
     rows = [[model, *(f"{r[p]:.3f}" if pd.notna(r[p]) else "—" for p in pairs), f"{r['mean']:.3f}"]
             for model, r in per_pair.iterrows()]
@@ -253,7 +223,7 @@ def cross_corpus_section(frame: pd.DataFrame, top: int = TOP_MODELS_PER_CLASS_TA
     trains, tests = sorted(frame["train"].unique()), sorted(frame["test_corpus"].unique())
     for model in per_pair.index[:top]:
         cells = frame[frame["model"] == model].groupby(["train", "test_corpus"])[["seed", "confusion"]]
-        matrix = cells.apply(_pooled_uar)
+        matrix = cells.apply(pooled_uar)
         body = [[train, *(f"{matrix[(train, test)]:.3f}" if (train, test) in matrix.index else "—"
                           for test in tests)] for train in trains]
         parts += [f"UAR matrix of `{model}` (rows: trained on; columns: tested on):",
@@ -284,50 +254,6 @@ def per_speaker_section(corpus: str, protocol: str, model: str, predictions: pd.
     ])
 
 
-def _predictions(rows: pd.DataFrame, load_predictions) -> pd.DataFrame | None:
-    """The stored out-of-fold predictions of these records, concatenated; None when one cannot be read."""
-    frames = []
-    for key, n_test in zip(rows["config_hash"], rows["n_test"], strict=True):
-        try:
-            frames.append(load_predictions(key))
-            if len(frames[-1]) != n_test:
-                raise ValueError(f"{len(frames[-1])} rows where the record has {n_test} test utterances")
-        except (OSError, ValueError, EOFError) as error:
-            _unreadable_predictions(key, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-            return None
-    return pd.concat(frames, ignore_index=True)
-
-
-@cache  # once per file and report, however many tables and entries read it
-def _unreadable_predictions(key: str, reason: str) -> None:
-    log.warning("the stored predictions of record %s cannot be read (%s): the CI and p-values its rows take part in "
-                "are left out (—). Delete predictions/%s.csv.gz if it is there, and run the same suite again: it "
-                "refits that fold", key, reason, key)
-
-
-def _best_predictions(group: pd.DataFrame, entry: str, load_predictions) -> pd.DataFrame | None:
-    """An entry's out-of-fold predictions from its first seed."""
-    rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
-    return _predictions(rows, load_predictions)
-
-
-def _tables(frame: pd.DataFrame):
-    """(target, corpus, protocol, rows) of every ranked table: emotion first, cross-corpus rows excluded."""
-    ranked = frame[frame["protocol"] != "cross_corpus"]
-    targets = sorted(ranked["target"].unique(), key=lambda t: (t != "emotion", t))
-    for target in targets:
-        for (corpus, protocol), group in ranked[ranked["target"] == target].groupby(["corpus", "protocol"]):
-            yield target, corpus, protocol, group
-
-
-def _is_main_table(frame: pd.DataFrame, target: str, corpus: str, protocol: str, group: pd.DataFrame) -> bool:
-    """The table of a single corpus whose best model gets the per-speaker table and the ROC figure."""
-    if target != "emotion" or ("corpora" in group.columns and group["corpora"].notna().any()):
-        return False
-    protocols = set(frame[(frame["corpus"] == corpus) & (frame["target"] == target)]["protocol"])
-    return protocol == ("speaker_folds" if "speaker_folds" in protocols else min(protocols))
-
-
 def render_leaderboard(
     records: list[dict], suite: Suite, figures: dict | None = None, link_base: Path | None = None,
     load_predictions=None,
@@ -340,20 +266,21 @@ def render_leaderboard(
     header = [
         f"# ser-bench leaderboard: `{suite.name}` suite",
         suite.description,
-        "Every number is speaker-independent unless a table says otherwise: no speaker is in both the training "
-        "and the test side of any fold. UAR is unweighted average recall (balanced accuracy) over the classes "
-        "present in a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier "
-        "when folds hold few speakers or lack some classes. A row run with several seeds shows the mean over seeds of "
-        "its mean over folds, the std over folds (averaged over seeds) and the std over seeds of the fold mean; "
-        "its CI and p-value are those of its mean over seeds. Macro AUC is the mean one-vs-rest ROC AUC over classes, "
-        "from the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR treats the test "
-        "speakers (not utterances) as the sample: a bootstrap over speakers whose percentiles are widened to what "
-        "Student's t asks of that many speakers (expanded percentile bootstrap). 'p vs best' is the p-value that a "
-        "row is as good as the row with the best pooled UAR (marked 'best'), which these same speakers chose: a "
-        "step-down permutation test over speakers (the model confidence set of Hansen et al. 2011, with each "
-        "speaker's results sign-flipped: every combination up to 14 speakers, else 16,384 random ones). While the "
-        "rows left differ, the worst leaves; a row's p is the largest p up to its leaving. It accounts for the "
-        "table's many rows and for the best being chosen on the same data; with 4 speakers no p is below 0.125. "
+        "Every number is speaker-independent unless a table says otherwise: no speaker is in both the training and "
+        "the test side of any fold. UAR is unweighted average recall (balanced accuracy) over the classes present in "
+        "a test fold; 'UAR pooled' is computed once over all folds' test predictions, which is steadier when folds "
+        "hold few speakers or lack some classes; tables rank their rows by it (then by the fold mean), and it is the "
+        "statistic of the interval and the p values. A row run with several seeds shows the mean over seeds of its "
+        "mean over folds, the std over folds (averaged over seeds) and the std over seeds of the fold mean; its CI "
+        "and p-value are those of its mean over seeds. Macro AUC is the mean one-vs-rest ROC AUC over classes, from "
+        "the stored out-of-fold probabilities (mean over folds). The 95% CI of pooled UAR treats the test speakers "
+        "(not utterances) as the sample: a bootstrap over speakers whose percentiles are widened to what Student's t "
+        "asks of that many speakers (expanded percentile bootstrap). 'p vs best' is the p-value that a row is as good"
+        " as the row with the best pooled UAR (marked 'best'), which these same speakers chose: a step-down "
+        "permutation test over speakers (the model confidence set of Hansen et al. 2011, with each speaker's results "
+        "sign-flipped: every combination up to 14 speakers, else 16,384 random ones). While the rows left differ, the"
+        " worst leaves; a row's p is the largest p up to its leaving. It accounts for the table's many rows and for "
+        "the best being chosen on the same data; with 4 speakers no p is below 0.125. "
         f"'*' (p < {SIGNIFICANCE}): the row is outside the 95% set of rows tied with the best. Built from "
         f"{len(records)} stored records by `python -m bench report --suite {suite.name}`.",
     ]
@@ -363,7 +290,7 @@ def render_leaderboard(
         load_predictions = lru_cache(maxsize=None)(load_predictions)  # each file is read once per rendering
     frame = records_frame(records, load_predictions)
     emotion, others, speakers, best = [], [], [], {}
-    for target, corpus, protocol, group in _tables(frame):
+    for target, corpus, protocol, group in tables(frame):
         sections = emotion if target == "emotion" else others
         if target != "emotion" and not any(text.startswith(f"# {target.capitalize()}") for text in others):
             others.append(f"# {target.capitalize()} recognition\n\nThe same features, models and "
@@ -373,11 +300,11 @@ def render_leaderboard(
         links = [_link(name, path, link_base) for (c, p, name), path in sorted(figures.items())
                  if (c, p) == (title_corpus, protocol)]
         sections.append(corpus_section(title_corpus, protocol, group, links, load_predictions))
-        table = _model_table(group)
+        table = model_table(group)
         best[f"{corpus}/{protocol}" + ("" if target == "emotion" else f"/{target}")] = (
-            table.index[0], float(table.iloc[0]["uar_mean"]))
-        if load_predictions is not None and _is_main_table(frame, target, corpus, protocol, group):
-            predictions = _best_predictions(group, table.index[0], load_predictions)
+            table.index[0], float(table.iloc[0]["uar_pooled"]))
+        if load_predictions is not None and is_main_table(frame, target, corpus, protocol, group):
+            predictions = best_predictions(group, table.index[0], load_predictions)
             if predictions is not None:
                 speakers.append(per_speaker_section(corpus, protocol, table.index[0], predictions))
     cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
@@ -393,53 +320,11 @@ def _link(name: str, path: Path, link_base: Path | None) -> str:
     return f"[{name}]({path.relative_to(link_base).as_posix() if link_base else path.as_posix()})"
 
 
-def roc_figures(frame: pd.DataFrame, load_predictions, folder: Path) -> dict[tuple[str, str, str], Path]:
-    """A ROC-curve figure for the best model of each corpus' main table."""
-    figures = {}
-    for target, corpus, protocol, group in _tables(frame):
-        if not _is_main_table(frame, target, corpus, protocol, group):
-            continue
-        entry = _model_table(group).index[0]
-        predictions = _best_predictions(group, entry, load_predictions)
-        if predictions is not None:
-            path = folder / f"roc-{slug(corpus)}-{protocol}-{slug(entry)}.png"
-            figures[(corpus, protocol, f"ROC curves of {entry}")] = roc_curves(
-                predictions, list(group.iloc[0]["labels"]), f"{entry} on {corpus} ({protocol}), out-of-fold", path)
-    return figures
-
-
-def summary_figures(frame: pd.DataFrame, folder: Path) -> dict[tuple[str, str, str], Path]:
-    """UAR bars per table, the confusion matrix of each corpus' best model, the cross-corpus heatmap."""
-    figures = {}
-    for target, corpus, protocol, group in _tables(frame):
-        table = _model_table(group)
-        labels = list(group.iloc[0]["labels"])
-        tag = f"{slug(corpus)}-{protocol}" + ("" if target == "emotion" else f"-{target}")
-        key = corpus if target == "emotion" else f"{corpus} ({target})"
-        figures[(key, protocol, "UAR per model")] = uar_bars(
-            table, 1 / len(labels), f"{key}, {protocol}", folder / f"uar-{tag}.png")
-        if _is_main_table(frame, target, corpus, protocol, group):
-            entry = table.index[0]
-            rows = group[(group["entry"] == entry) & (group["seed"] == group["seed"].min())]
-            figures[(key, protocol, f"confusion matrix of {entry}")] = confusion_figure(
-                np.sum(list(rows["confusion"]), axis=0), labels, f"{entry} on {corpus} ({protocol}), all folds",
-                folder / f"confusion-{tag}-{slug(entry)}.png")
-    cross = frame[(frame["protocol"] == "cross_corpus") & (frame["target"] == "emotion")]
-    if not cross.empty:
-        cross = cross.assign(train=cross["train_corpora"].apply("+".join))
-        best = cross.groupby("model")["uar"].mean().idxmax()
-        cells = cross[cross["model"] == best].groupby(["train", "test_corpus"])[["seed", "confusion"]]
-        matrix = cells.apply(_pooled_uar).unstack("test_corpus")
-        figures[("cross_corpus", "cross_corpus", f"UAR heatmap of {best}")] = cross_corpus_heatmap(
-            matrix, f"cross-corpus UAR of {best}", folder / f"cross-corpus-{slug(best)}.png")
-    return figures
-
-
 def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | None = None) -> dict:
     """Write <suite folder>/leaderboard.md (and <publish_to>/leaderboard.md) from the stored records."""
     records = store.load()
     load = store.load_predictions
-    _unreadable_predictions.cache_clear()  # each report names every unreadable file once
+    unreadable_predictions.cache_clear()  # each report names every unreadable file once
     figures = {}
     if records:
         frame = records_frame(records)

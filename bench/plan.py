@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.records import config_hash, record_identity
 from bench.suite import Suite, augment_for, seeds_for
+from bench.variant import Variant
 from bench.votes import is_vote
 from ser_models.ensembles import member_feature_set
 from ser_models.feature_cache import FeatureSet
@@ -47,7 +48,7 @@ class Dataset:
     spec: FeatureSpec
     fold_options: dict = field(default_factory=dict)  # extra make_folds options (cross-corpus sides, K)
     target: str = "emotion"  # the manifest column predicted
-    variant: dict = field(default_factory=dict)  # {feature_set: ...} or {gender_input: True}: extra rows
+    variant: Variant = field(default_factory=Variant)  # what sets its rows apart from the table's own
     models: tuple[str, ...] | None = None  # None: the suite's models under each protocol
 
 
@@ -103,7 +104,7 @@ def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: s
             independent = features.manifest["speaker"].nunique() >= MIN_SPEAKERS
             protocol = "speaker_folds" if independent else "speaker_dependent"
             datasets.append(Dataset(name, (name,), features, (protocol,), suite.corpus_options.get(name, {}), spec,
-                                    variant={"tuned": budget}, models=(model,)))
+                                    variant=Variant(tuned=tuple(sorted(budget.items()))), models=(model,)))
     for variant in suite.variants:
         extra = {k: v for k, v in variant.items() if k not in ("models", "protocols")}
         for name, features in corpus_sets.items():
@@ -116,7 +117,7 @@ def plan_datasets(suite: Suite, corpus_sets: dict[str, FeatureSet], *, target: s
             protocols = tuple(p for p in variant["protocols"] if p in per_corpus)
             variant_spec = suite.spec_for(extra["feature_set"]) if "feature_set" in extra else spec
             datasets.append(Dataset(name, (name,), features, protocols, suite.corpus_options.get(name, {}),
-                                    variant_spec, variant=extra, models=variant["models"]))
+                                    variant_spec, variant=Variant.of(extra), models=variant["models"]))
     return datasets
 
 
@@ -244,7 +245,8 @@ def plan_jobs(suite: Suite, dataset: Dataset, models: list[str], done: set[str],
     folds_of = _table_folds(suite, dataset, (seeds or suite.seeds)[0], unusable)
     jobs, reused, planned = [], 0, {}
     common = {"corpus": corpus, "corpus_options": dataset.corpus_options, "features": dataset.spec.key(),
-              "data": features.fingerprint(), "labels": labels, "target": dataset.target, "variant": dataset.variant}
+              "data": features.fingerprint(), "labels": labels, "target": dataset.target,
+              "variant": dataset.variant.fields()}
     for protocol, folds in folds_of.items():
         allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
         if dataset.models is not None:
@@ -262,7 +264,7 @@ def plan_jobs(suite: Suite, dataset: Dataset, models: list[str], done: set[str],
                                   seed=seed, augment=augment, model_version=model_spec(model).version,
                                   member_hashes=members)
                     identity = {"corpus": corpus, "protocol": protocol, "model": model, "fold": fold.index,
-                                "seed": seed, "target": dataset.target, "variant": dataset.variant}
+                                "seed": seed, "target": dataset.target, "variant": dataset.variant.fields()}
                     planned[record_identity(identity)] = key
                     if key in done:
                         reused += 1
@@ -283,7 +285,7 @@ def _vote_members(planned: dict, model: str, params: dict, corpus: str, protocol
     hashes = []
     for member in params["members"]:
         identity = record_identity({"corpus": corpus, "protocol": protocol, "model": member, "fold": fold,
-                                    "seed": seed, "target": dataset.target, "variant": dataset.variant})
+                                    "seed": seed, "target": dataset.target, "variant": dataset.variant.fields()})
         if identity not in planned:
             if fold == 0:
                 log.info("%s %s: %s left out (member %s does not run on this table with seed %d)",

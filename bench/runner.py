@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
@@ -24,6 +25,7 @@ from bench.leaderboard import write_leaderboards
 from bench.load import load_tables, other_sets, register_manifests, resolve_corpora, training_copies, write_skipped
 from bench.options import BenchError, FitFailedError, RunOptions
 from bench.plan import Dataset, member_feature_sets, model_params, plan_datasets, plan_jobs, resolve_models, shared_fits
+from bench.ranking import model_table
 from bench.records import RecordStore
 from bench.saved_models import save_best_model
 from bench.votes import is_vote
@@ -181,7 +183,7 @@ def _run_tables(options: RunOptions, store: RecordStore, datasets: list[Dataset]
         labels = sorted(dataset.features.manifest[dataset.target].unique())
         copies, copies_of = training_copies(options, dataset, list(dict.fromkeys(job.model for job in jobs)))
         inputs = ModelInputs(dataset.features, copies, target=dataset.target, copies=copies_of,
-                             gender_input=bool(dataset.variant.get("gender_input")),
+                             gender_input=dataset.variant.gender_input,
                              other_sets=other_sets(dataset, variant_sets, member_sets))
         trained += run_fits(options, store, dataset, jobs, inputs, labels, storage=storage, shared=shared,
                             trained=trained)
@@ -217,12 +219,12 @@ def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Da
         rows = rows[rows["model"].map(lambda m: m in model_names() and model_spec(m).input in MODEL_INPUTS)]
         if rows.empty:
             continue
-        uar = rows.groupby("model")["uar"].mean()
-        model = str(uar.idxmax())
+        best = model_table(rows.assign(entry=rows["model"], auc=np.nan)).iloc[0]  # the table's own ranking
+        model = str(best.name)
         first = rows[rows["model"] == model].iloc[0]
         copies, copies_of = training_copies(options, dataset, [model])
         inputs = ModelInputs(dataset.features, copies, copies=copies_of)
         save_best_model(store.folder, dataset.name, model, dict(first["params"]), int(first["seed"]),
-                        float(uar.max()), inputs, dataset.spec)
+                        float(best["uar_pooled"]), inputs, dataset.spec)
         saved[dataset.name] = model
     return saved

@@ -84,7 +84,7 @@ def test_averaged_weights_are_the_ones_predict_proba_uses(monkeypatch):
 
         return Recording
 
-    monkeypatch.setattr(deep, "_weight_averager", recording)
+    monkeypatch.setattr(deep, "weight_averager", recording)
     frames = toy_frames()
     model = get_model("cnn", seed=0, **{**SMALL, "epochs": 4}, averaging="swa", average_epochs=3,
                       validation_speakers=0.0, refit_full=False).fit(frames[:60], LABELS[:60])

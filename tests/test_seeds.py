@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.leaderboard import _model_table, corpus_section, records_frame, speaker_table
+from bench.leaderboard import corpus_section, records_frame, speaker_table
+from bench.ranking import model_table
 from bench.records import RecordStore
 from bench.runner import RunOptions, run_suite
 from bench.suite import SuiteError, parse_suite, seeds_for
@@ -46,7 +47,7 @@ def test_leaderboard_shows_seed_mean_and_spread(seeds_run):
     _, _, records = seeds_run
     frame = records_frame(records)
     group = frame[frame["protocol"] == "speaker_folds"]
-    table = _model_table(group)
+    table = model_table(group)
     forest = group[group["model"] == "random_forest"]
     fold_means = forest.groupby("seed")["uar"].mean()
     assert table.loc["random_forest", "seeds"] == 3 and table.loc["logreg", "seeds"] == 1
@@ -65,7 +66,7 @@ def test_seeded_row_interval_is_that_of_its_seed_mean(seeds_run):
     group = records_frame(records)
     group = group[group["protocol"] == "speaker_folds"]
     stats = speaker_table(group, ["logreg", "random_forest"], store.load_predictions)
-    table = _model_table(group)
+    table = model_table(group)
     assert stats["random_forest"]["uar"] == pytest.approx(table.loc["random_forest", "uar_pooled"])
     assert stats["random_forest"]["ci_low"] <= stats["random_forest"]["uar"] <= stats["random_forest"]["ci_high"]
     first_seed = group[(group["model"] == "random_forest") & (group["seed"] == 0)]
@@ -77,7 +78,7 @@ def test_seed_spread_by_hand():
     group = pd.DataFrame({"entry": ["m"] * 4, "seed": [0, 0, 1, 1], "uar": [0.5, 0.7, 0.6, 0.8],
                           "accuracy": 0.0, "macro_f1": 0.0, "weighted_f1": 0.0, "auc": np.nan, "fit_seconds": 1.0,
                           "confusion": [np.eye(2)] * 4})
-    row = _model_table(group).loc["m"]
+    row = model_table(group).loc["m"]
     assert row["uar_mean"] == pytest.approx(0.65)  # seed means 0.6 and 0.7
     assert row["seed_std"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
     assert row["uar_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))

@@ -56,6 +56,20 @@ def plain_opensmile(paths: list[str], spec: FeatureSpec, jobs: int) -> None:
     Parallel(n_jobs=jobs)(delayed(_plain_opensmile)(chunk, spec) for chunk in chunks)
 
 
+def _print_medians(times: dict[str, list[float]], n: int, repeats: int, jobs: int) -> None:
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmedians over {repeats} repeats ({n} files, {jobs} jobs):")
+    for name, seconds in medians.items():
+        rate = f"{n / seconds:7.1f} files/s" if "cold" in name else ""
+        print(f"  {name:20} {seconds:7.2f} s {rate}")
+    if "opensmile cold" in medians:
+        ratio = medians["opensmile cold"] / medians["librosa cold"]
+        print(f"librosa / plain openSMILE ComParE (files/s): {ratio:.2f}x (target >= 2)")
+        print(f"suite compare path / plain openSMILE (time): "
+              f"{medians['suite compare cold'] / medians['opensmile cold']:.2f} (target <= 1.10)")
+    print(f"librosa warm: {medians['librosa warm']:.2f} s (target <= 5 s for all of RAVDESS)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("SER_DATA", "../shared/data")))
@@ -97,18 +111,7 @@ def main() -> None:
                     _timed(lambda s=suite_run: extract_features(manifest, compare, frames=False, **s)))
             print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
 
-        medians = {k: statistics.median(v) for k, v in times.items()}
-        print(f"\nmedians over {args.repeats} repeats ({n} files, {args.jobs} jobs):")
-        for name, seconds in medians.items():
-            rate = f"{n / seconds:7.1f} files/s" if "cold" in name else ""
-            print(f"  {name:20} {seconds:7.2f} s {rate}")
-        if have_opensmile:
-            ratio = medians["opensmile cold"] / medians["librosa cold"]
-            print(f"librosa / plain openSMILE ComParE (files/s): {ratio:.2f}x (target >= 2)")
-            print(f"suite compare path / plain openSMILE (time): "
-                  f"{medians['suite compare cold'] / medians['opensmile cold']:.2f} (target <= 1.10)")
-        print(f"librosa warm: {medians['librosa warm']:.2f} s (target <= 5 s for all of RAVDESS)")
-
+        _print_medians(times, n, args.repeats, args.jobs)
         suite_times = []
         for repeat in range(args.suite_runs):
             options = RunOptions(suite=load_suite("quick"), data_root=args.data_root, jobs=args.jobs,
