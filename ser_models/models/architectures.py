@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-N_MELS_IN_FRAMES = 64  # frame matrices start with the log-mel bands (see FeatureSpec.frame_names)
+from ser_models.features import FeatureSpec
+
+# The built-in frame matrices start with the spec's log-mel bands (LibrosaFeatures.frame_names, `mel_bands`).
+N_MELS_IN_FRAMES = FeatureSpec().n_mels
 
 
 def _masked_mean(keras, x, mask):
