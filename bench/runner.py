@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import logging
 import os
 import re
@@ -15,13 +16,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
 from bench.execute import dask_client, run_fits, run_votes
 from bench.inputs import MODEL_INPUTS, ModelInputs
-from bench.leaderboard import write_leaderboards
+from bench.leaderboard import records_frame, write_leaderboards
 from bench.load import load_tables, other_sets, register_manifests, resolve_corpora, training_copies, write_skipped
 from bench.options import BenchError, FitFailedError, RunOptions
 from bench.plan import Dataset, member_feature_sets, model_params, plan_datasets, plan_jobs, resolve_models, shared_fits
@@ -145,8 +145,8 @@ def _run_suite(options: RunOptions) -> RunSummary:
                     ", ".join(sorted({f"{r['corpus']} {r['model']}" for r in stale})), store.superseded_path.name)
     write_skipped(folder, skipped_rows)
     paths = write_leaderboards(store, suite, publish_to=options.results_dir if suite.publish else None)
-    main_datasets = [d for d in datasets if d.target == "emotion" and not d.variant and len(d.corpora) == 1]
-    saved = _save_best_models(options, store, main_datasets) if options.save_models else {}
+    tables = [d for d in datasets if d.target == "emotion" and len(d.corpora) == 1]
+    saved = _save_best_models(options, store, tables) if options.save_models else {}
     by_reason = pd.Series([reason_kind(row["reason"]) for row in skipped_rows], dtype=object).value_counts()
     return RunSummary(suite.name, folder, paths["leaderboard"], trained, reused, len(skipped_rows), paths["best"],
                       saved, {str(k): int(v) for k, v in by_reason.items()})
@@ -203,28 +203,33 @@ def _writable(folder: Path, what: str, option: str) -> None:
 
 
 def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Dataset]) -> dict[str, str]:
-    """Refit the best default model of each corpus' main table on all its utterances, for `bench predict`."""
-    records = pd.DataFrame(store.load())
-    saved = {}
-    if records.empty:
+    """Refit each corpus' best row (the first of its main table, feature-set variants included) on all its
+    utterances, for `bench predict`. Rows that predict cannot reproduce (tuned, gender as an input, votes over stored
+    predictions, ensembles) are passed over."""
+    records = store.load()
+    saved: dict[str, str] = {}
+    if not records:
         return saved
-    for dataset in datasets:
-        protocol = next((p for p in ("speaker_folds", "speaker_dependent", *dataset.protocols)
-                         if p in dataset.protocols), None)
-        rows = records[(records["corpus"] == dataset.name) & (records["protocol"] == protocol)]
-        if "target" in rows.columns:
-            rows = rows[rows["target"].fillna("emotion") == "emotion"]
-        if "variant" in rows.columns:
-            rows = rows[rows["variant"].isna()]
-        rows = rows[rows["model"].map(lambda m: m in model_names() and model_spec(m).input in MODEL_INPUTS)]
+    frame = records_frame(records)
+    for corpus in dict.fromkeys(d.name for d in datasets if not d.variant):
+        candidates = {json.dumps(d.variant.fields(), sort_keys=True): d for d in datasets
+                      if d.name == corpus and not d.variant.gender_input and not d.variant.tuned}
+        protocols = [p for d in candidates.values() for p in d.protocols]
+        protocol = next((p for p in ("speaker_folds", "speaker_dependent", *protocols) if p in protocols), None)
+        rows = frame[(frame["corpus"] == corpus) & (frame["protocol"] == protocol) & (frame["target"] == "emotion")]
+        rows = rows[[json.dumps(r.get("variant") if isinstance(r.get("variant"), dict) else {}, sort_keys=True)
+                     in candidates and r["model"] in model_names() and model_spec(r["model"]).input in MODEL_INPUTS
+                     for _, r in rows.iterrows()]]
         if rows.empty:
             continue
-        best = model_table(rows.assign(entry=rows["model"], auc=np.nan)).iloc[0]  # the table's own ranking
-        model = str(best.name)
-        first = rows[rows["model"] == model].iloc[0]
+        best = model_table(rows).iloc[0]  # the table's own ranking
+        first = rows[rows["entry"] == best.name].iloc[0]
+        variant = first["variant"] if isinstance(first.get("variant"), dict) else {}
+        dataset = candidates[json.dumps(variant, sort_keys=True)]
+        model = str(first["model"])
         copies, copies_of = training_copies(options, dataset, [model])
         inputs = ModelInputs(dataset.features, copies, copies=copies_of)
-        save_best_model(store.folder, dataset.name, model, dict(first["params"]), int(first["seed"]),
+        save_best_model(store.folder, corpus, model, dict(first["params"]), int(first["seed"]),
                         float(best["uar_pooled"]), inputs, dataset.spec)
-        saved[dataset.name] = model
+        saved[corpus] = str(best.name)
     return saved

@@ -73,6 +73,10 @@ def test_plugin_model_keras_model_and_feature_set_reach_the_leaderboard_and_pred
     assert (rows["uar"] > 0.3).all()  # 4 classes: chance is 0.25
     board = (tmp_path / "results" / "plugin_suite" / "leaderboard.md").read_text()
     assert "| pca_knn" in board and "| tiny_keras" in board
+    first = next(line for line in board.splitlines() if line.startswith("| 1 ")).split("|")[2].strip()
+    saved = json.loads((tmp_path / "results" / "plugin_suite" / "models" / "synthetic.json").read_text())
+    feature_set = saved["feature_spec"]["feature_set"]
+    assert first == saved["model"] + ("" if feature_set == "mfcc_stats" else f" · {feature_set}")  # the best row
     audio = sorted((tmp_path / "cache" / "corpora").rglob("*.wav"))[:2]
     predicted = bench("predict", "--suite", str(suite), "--results-dir", "results", *map(str, audio), cwd=tmp_path,
                       cache=tmp_path / "cache")
