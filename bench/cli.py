@@ -16,7 +16,6 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.download import ARCHIVES, DownloadError, download_corpus
-from bench.inputs import ModelInputError
 from bench.leaderboard import write_leaderboards
 from bench.records import RecordStore
 from bench.runner import BenchError, RunOptions, default_cache_dir, run_suite, select_device
@@ -26,6 +25,7 @@ from ser_models.corpora import CorpusNotFoundError, ManifestError, corpus_info, 
 from ser_models.corpora.registry import audio_files
 from ser_models.extractors import FEATURES
 from ser_models.feature_cache import ExtractionCrashError
+from ser_models.model_inputs import ModelInputError
 from ser_models.models import model_names, model_spec
 from ser_models.opensmile_features import MissingExtraError
 from ser_models.plugins import PluginError, load_plugins

@@ -15,7 +15,6 @@ from joblib import Memory, Parallel, delayed, parallel_config
 from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from tqdm.auto import tqdm
 
-from bench.inputs import ModelInputs, job_data
 from bench.options import BenchError, FitFailedError, RunOptions
 from bench.plan import Dataset, Job
 from bench.records import RecordStore, package_versions
@@ -23,6 +22,7 @@ from bench.suite import Suite, augment_for
 from bench.votes import vote_outcome
 from ser_models.ensembles import timed_fit
 from ser_models.metrics import classification_metrics, roc_auc
+from ser_models.model_inputs import ModelInputs, job_data
 from ser_models.models import model_spec
 from ser_models.models.cpu_threads import xla_threads
 from ser_models.plugins import ensure_plugins, loaded_plugins

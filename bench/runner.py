@@ -20,7 +20,6 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from bench.execute import dask_client, run_fits, run_votes
-from bench.inputs import MODEL_INPUTS, ModelInputs
 from bench.leaderboard import records_frame, write_leaderboards
 from bench.load import load_tables, other_sets, register_manifests, resolve_corpora, training_copies, write_skipped
 from bench.options import BenchError, FitFailedError, RunOptions
@@ -30,6 +29,7 @@ from bench.records import RecordStore
 from bench.saved_models import save_best_model
 from bench.votes import is_vote
 from ser_models.feature_cache import default_cache_dir
+from ser_models.model_inputs import MODEL_INPUTS, ModelInputs
 from ser_models.models import model_names, model_spec
 from ser_models.models.cpu_threads import request_xla_threads
 from ser_models.models.keras_runtime import XLA_CACHE_ENV

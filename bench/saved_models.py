@@ -14,11 +14,12 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from bench.inputs import MODEL_INPUTS, ModelInputs
 from bench.records import atomic_write_bytes, config_hash
 from ser_models.audio import AudioError
+from ser_models.feature_cache import FeatureSet
 from ser_models.features import FeatureSpec, extract_file
 from ser_models.files import file_digest
+from ser_models.model_inputs import ModelInputs
 from ser_models.models import model_spec
 from ser_models.plugins import loaded_plugins
 
@@ -113,7 +114,6 @@ def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
         raise SavedModelError(f"the saved model {model_path} cannot be read ({type(error).__name__}: {error}); "
                               f"`bench run` the suite again: it saves the model again (its folds are reused, only the "
                               f"refit is redone)") from None
-    kind = model_spec(saved["model"]).input
     rows = []
     for file in files:
         try:
@@ -121,7 +121,9 @@ def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
         except (AudioError, ValueError, OSError) as error:
             rows.append({"file": file, "emotion": None, "error": str(error)})
             continue
-        x = MODEL_INPUTS[kind](features.functionals[None, :], [features.frames])
+        one = FeatureSet(pd.DataFrame({"path": [file]}), features.functionals[None, :],
+                         None if features.frames is None else [features.frames], [], [], [file])
+        x = ModelInputs(one).test_set(saved["model"], np.arange(1))  # built as the run built its test rows
         probabilities = estimator.predict_proba(x)[0]
         rows.append({"file": file, "emotion": str(estimator.classes_[int(np.argmax(probabilities))]), "error": None,
                      **{f"p_{c}": float(p) for c, p in zip(estimator.classes_, probabilities, strict=True)}})

@@ -415,8 +415,8 @@ def test_gpu_without_a_gpu_is_a_clear_error(capsys, monkeypatch):
 
 
 def test_job_data_refuses_a_leaking_split(synthetic_manifest, tmp_path):
-    from bench.inputs import ModelInputs, job_data
     from ser_models.feature_cache import extract_features
+    from ser_models.model_inputs import ModelInputs, job_data
     from ser_models.protocols import SpeakerLeakError
 
     features = extract_features(synthetic_manifest.head(12), cache_dir=tmp_path)
@@ -428,8 +428,8 @@ def test_job_data_refuses_a_leaking_split(synthetic_manifest, tmp_path):
 
 def test_job_data_refuses_a_test_file_whose_copy_is_trained_on(synthetic_manifest, tmp_path):
     """Speaker-disjoint on paper, but one recording on both sides (a byte-identical file under another speaker)."""
-    from bench.inputs import ModelInputs, job_data
     from ser_models.feature_cache import extract_features
+    from ser_models.model_inputs import ModelInputs, job_data
     from ser_models.protocols import SpeakerLeakError
 
     features = extract_features(synthetic_manifest.head(12), cache_dir=tmp_path)

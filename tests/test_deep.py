@@ -232,3 +232,21 @@ def test_cnn2d_output_ignores_what_lies_past_an_utterance_end():
     outputs = [network.predict([frames.values[rows, :steps].astype(np.float32), frames.mask()[rows, :steps]],
                                verbose=0) for steps, network in networks.items()]
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_bench_predict_builds_a_frame_model_input_as_the_run_did(tmp_path):
+    """predict_files goes through ModelInputs: the same padded frames the run's test rows were given."""
+    import joblib
+    from conftest import write_tone
+
+    from bench.saved_models import predict_files
+    from ser_models.features import FeatureSpec, extract_file
+    from ser_models.models.frames import DEFAULT_MAX_FRAMES
+
+    model = get_model("cnn", seed=0, **SMALL).fit(toy_frames(), LABELS, groups=SPEAKERS)
+    spec = FeatureSpec()
+    joblib.dump({"estimator": model, "model": "cnn", "spec": {"feature_set": "librosa"}}, tmp_path / "m.joblib")
+    wav = write_tone(tmp_path / "a.wav", seconds=1.2)
+    table = predict_files(tmp_path / "m.joblib", [str(wav)])
+    expected = model.predict_proba(pad_frames([extract_file(wav, spec).frames], DEFAULT_MAX_FRAMES))[0]
+    np.testing.assert_allclose(table[[f"p_{c}" for c in model.classes_]].to_numpy()[0], expected, atol=1e-6)

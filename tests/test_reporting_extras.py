@@ -91,7 +91,7 @@ def test_gender_target_from_the_command_line(tmp_path, synthetic_root):
 
 
 def test_fusion_standardises_with_training_rows_only(synthetic_manifest, tmp_path):
-    from bench.inputs import ModelInputs
+    from ser_models.model_inputs import ModelInputs
     from ser_models.models import get_model
 
     features = extract_features(synthetic_manifest, cache_dir=tmp_path)

@@ -158,7 +158,7 @@ def test_members_on_another_feature_set_read_it(features, tmp_path):
 
 
 def test_other_feature_sets_are_aligned_by_path_and_complete(features):
-    from bench.inputs import ModelInputError, ModelInputs
+    from ser_models.model_inputs import ModelInputError, ModelInputs
 
     reordered = features.subset(np.arange(len(features.manifest))[::-1])
     inputs = ModelInputs(features, other_sets={"other": reordered})

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from sklearn.metrics import balanced_accuracy_score
 
-from bench.inputs import MODEL_INPUTS
 from bench.runner import default_cache_dir
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import extract_features
+from ser_models.model_inputs import MODEL_INPUTS
 from ser_models.models import model_names, model_spec
 from ser_models.models.keras_runtime import compile_counts, keras_module
 from ser_models.protocols import make_folds

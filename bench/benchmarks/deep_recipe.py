@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from bench.inputs import ModelInputs
 from bench.runner import default_cache_dir
 from ser_models.augment import Augmentation
 from ser_models.corpora import corpus_info, load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
+from ser_models.model_inputs import ModelInputs
 from ser_models.models import architectures, model_spec
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds

@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from bench.inputs import ModelInputs
 from bench.runner import default_cache_dir, model_params, select_device
 from bench.suite import load_suite
 from ser_models.corpora import corpus_info, load_corpus
 from ser_models.ensembles import FRAME_MEMBERS, EnsembleClassifier, member_feature_set
 from ser_models.feature_cache import extract_features
 from ser_models.metrics import classification_metrics
+from ser_models.model_inputs import ModelInputs
 from ser_models.models import model_spec, recipe
 from ser_models.protocols import assert_speaker_disjoint, make_folds
 from ser_models.tuning import inner_speaker_folds

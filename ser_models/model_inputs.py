@@ -1,4 +1,7 @@
-"""Model inputs of a corpus: functionals or padded frames, plus augmented training copies."""
+"""Model inputs of a table: functionals, padded frames or both, plus augmented training copies.
+
+One definition for the harness' fits, the ensembles' members and `bench predict`: each builds its inputs here.
+"""
 
 from __future__ import annotations
 
