@@ -17,7 +17,7 @@ import librosa
 import numpy as np
 import scipy.fft
 
-from ser_models import opensmile_features, precomputed  # noqa: F401  (register their feature sets)
+from ser_models import ge2e, opensmile_features, precomputed  # noqa: F401  (register their feature sets)
 from ser_models.audio import load_audio
 from ser_models.augment import Augmentation
 from ser_models.extractors import (
