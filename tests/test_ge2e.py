@@ -86,3 +86,25 @@ def test_ge2e_features_through_the_cache(synthetic_manifest, tmp_path):
     np.testing.assert_array_equal(first.functionals, again.functionals)
     assert np.allclose(np.linalg.norm(first.functionals, axis=1), 1.0, atol=1e-4)
     assert spec.key() != FeatureSpec(feature_set="ge2e", options={"rate": 1.0}).key()
+
+
+@needs_weights
+def test_ensembles_take_ge2e_members_chosen_on_inner_folds(tmp_path):
+    """"logreg@ge2e" is a candidate like any other: scored on inner speaker folds, kept or not by that score."""
+    from bench.records import RecordStore
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import parse_suite
+
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["soft_vote"], "protocol_options": {"n_folds": 2},
+                         "corpus_options": {"synthetic": {"seed": 0, "n_speakers": 6, "utterances_per_emotion": 3,
+                                                          "emotions": ["angry", "neutral", "sad"]}},
+                         "model_params": {"soft_vote": {"members": ["logreg", "logreg@ge2e", "svm@ge2e"],
+                                                        "top_k": 2}}}, default_name="ge2e_members")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "r", cache_dir=tmp_path / "c", jobs=1,
+                                   progress=False, save_models=False))
+    records = RecordStore(summary.folder).load()
+    assert len(records) == 2
+    for record in records:
+        scores = record["ensemble"]["inner_uar"]
+        assert set(scores) == {"logreg", "logreg@ge2e", "svm@ge2e"}
+        assert record["ensemble"]["members"] == sorted(scores, key=lambda m: -scores[m])[:2]
