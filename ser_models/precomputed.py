@@ -23,6 +23,7 @@ from ser_models.extractors import ExtractorDefaults, UtteranceFeatures, register
 from ser_models.files import file_digest
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+LABEL_COLUMNS = {"emotion", "label", "label_raw", "labels", "class", "target", "y", "speaker", "gender", "corpus"}
 
 
 class PrecomputedError(ValueError):
@@ -67,9 +68,17 @@ def _read_table(path: str, size: int, mtime_ns: int) -> tuple[dict[str, int], np
                                    f"or .csv ({error})") from None
         if "path" not in table.columns:
             raise PrecomputedError(f"{path}: needs a `path` column; it has {list(table.columns)[:6]}")
+        labels = sorted(c for c in table.columns if str(c).lower() in LABEL_COLUMNS)
+        if labels:  # an emotion id exported beside the features would be the answer, read as a feature
+            raise PrecomputedError(f"{path}: columns {labels} are labels or speakers, not features; a features "
+                                   "file holds `path` and feature columns only")
         paths = table["path"].astype(str).tolist()
-        numeric = table.drop(columns=["path"]).select_dtypes("number")
-        names, values = list(map(str, numeric.columns)), numeric.to_numpy(np.float32)
+        features = table.drop(columns=["path"])
+        text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+        if text:
+            raise PrecomputedError(f"{path}: columns {text[:5]} are not numbers; a features file holds `path` and "
+                                   "numeric feature columns only")
+        names, values = list(map(str, features.columns)), features.to_numpy(np.float32)
     else:
         raise PrecomputedError(f"{path}: precomputed features are read from .npz, .csv or .parquet, not {suffix!r}")
     if values.ndim != 2 or values.shape[0] != len(paths) or values.shape[1] != len(names) or not len(paths):

@@ -273,3 +273,20 @@ def test_a_plugin_corpus_is_found_under_the_data_root(synthetic_manifest, tmp_pa
     assert {s for speakers in rows["test_speakers"] for s in speakers} == \
         {"by_folder:" + s.split(":")[1] for s in synthetic_manifest["speaker"]}
     assert "not SPEAKER/EMOTION/FILE" in (summary.folder / "skipped.csv").read_text()
+
+
+def test_a_features_table_with_a_label_or_text_column_is_refused(synthetic_manifest, tmp_path):
+    """An emotion id exported beside the features would be the answer read as a feature: refused, as is text."""
+    from ser_models.precomputed import PrecomputedError
+
+    table = pd.DataFrame({"path": synthetic_manifest["relpath"], "f0": np.arange(len(synthetic_manifest)) * 0.1,
+                          "emotion_id": 0})
+    table.to_csv(tmp_path / "ok.csv", index=False)
+    features = extract_features(synthetic_manifest, FeatureSpec(feature_set="precomputed",
+                                                                options={"file": str(tmp_path / "ok.csv")}))
+    assert features.functional_names == ["f0", "emotion_id"] and len(features.manifest) == len(synthetic_manifest)
+    for column, value, words in (("emotion", 1, "labels or speakers"), ("note", "x", "not numbers")):
+        table.assign(**{column: value}).to_csv(tmp_path / f"{column}.csv", index=False)
+        spec = FeatureSpec(feature_set="precomputed", options={"file": str(tmp_path / f"{column}.csv")})
+        with pytest.raises(PrecomputedError, match=words):
+            extract_features(synthetic_manifest, spec)
