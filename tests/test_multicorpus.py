@@ -120,6 +120,10 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     frame_candidates = ',\n           "cnn", "cnn2d", "lstm", "gru", "bilstm", "cnn_lstm", "transformer", "fusion"]'
     assert text.count(frame_candidates) == 2  # the mixed ensembles' frame models
     text = text.replace(frame_candidates, "]")
+    ge2e_rows = ('[[variants]]\nfeature_set = "ge2e"\nmodels = ["classical", "mlp"]\n'
+                 'protocols = ["speaker_folds", "emobox"]\n')
+    assert text.count(ge2e_rows) == 1  # the encoder's rows: tests/test_ge2e.py runs them
+    text = text.replace(ge2e_rows, "")
     suite.write_text(text + "\n[protocol_options]\nn_folds = 2\n")
     code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
                  str(tmp_path), "--budget", "0.05", "--jobs", "1", "--seed", "0", "--results-dir", str(tmp_path / "r"),
