@@ -62,7 +62,8 @@ class ExtractorDefaults:
         """Raise (with what to install) when the extractor's optional dependency is absent."""
 
     def key_fields(self) -> dict:
-        """What decides its numbers besides the spec's audio options (default: its options)."""
+        """What decides its numbers besides its options and `version`, for the cache key and config hashes; an
+        "options" entry here replaces the options there (precomputed features key their file's digest, not its path)."""
         return {}
 
 
