@@ -125,7 +125,7 @@ def _list(what: str) -> None:
             print(f"{'':12} layout: {info.layout}; licence: {info.license}")
             print(f"{'':12} cite: {info.citation}")
     elif what == "models":
-        for name in model_names():
+        for name in model_names(every=True):
             spec = model_spec(name)
             print(f"{name:15} {spec.family:9} reads {spec.input:11} {spec.description}")
     elif what == "features":

@@ -86,7 +86,7 @@ def corpus_root(name: str, options: dict, data_root: Path | None, cache_dir: Pat
 
 def reads_frames(models) -> bool:
     """Whether any of these models (names or families) reads frame features rather than functionals."""
-    return any(model_spec(m).input not in ("functionals", STORED) for m in resolve_models(tuple(models)))
+    return any(model_spec(m).input not in ("functionals", "layers", STORED) for m in resolve_models(tuple(models)))
 
 
 def load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = None, *,

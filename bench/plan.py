@@ -22,14 +22,15 @@ from ser_models.protocols import MIN_SPEAKERS, PROTOCOLS, Fold, ProtocolError, m
 log = logging.getLogger(__name__)
 
 
-def resolve_models(requested: tuple[str, ...]) -> list[str]:
-    """Expand 'all' and family names; unknown names raise with the valid choices."""
+def resolve_models(requested: tuple[str, ...], *, every: bool = False) -> list[str]:
+    """Expand 'all' and family names; unknown names raise with the valid choices. `every`: as filters, "all" and the
+    families let through the models that run only where named too (an encoder's layer head)."""
     names: list[str] = []
     for item in requested:
         if item == "all":
-            names += model_names()
+            names += model_names(every=every)
         elif item in ("classical", "deep", "ensemble"):
-            names += model_names(family=item)
+            names += model_names(family=item, every=every)
         else:
             model_spec(item)
             names.append(item)
@@ -168,7 +169,7 @@ def shared_fits(suite: Suite, models: list[str]) -> dict[str, set[str]]:
     member with the same parameters (no member override applies to its refits): each such fit is trained once."""
     shared: dict[str, set[str]] = {}
     for protocol in suite.protocols:
-        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
+        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",)), every=True))
         for model in models:
             if model not in allowed or model_spec(model).family != "ensemble" or is_vote(model):
                 continue
@@ -248,9 +249,9 @@ def plan_jobs(suite: Suite, dataset: Dataset, models: list[str], done: set[str],
               "data": features.fingerprint(), "labels": labels, "target": dataset.target,
               "variant": dataset.variant.fields()}
     for protocol, folds in folds_of.items():
-        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",))))
+        allowed = set(resolve_models(suite.protocol_models.get(protocol, ("all",)), every=True))
         if dataset.models is not None:
-            allowed &= set(resolve_models(dataset.models))
+            allowed &= set(resolve_models(dataset.models, every=True))
         # votes last: their config hashes name their members' (a retrained member redoes the vote)
         for model in (m for m in sorted(models, key=is_vote) if m in allowed):
             params = model_params(suite, model)

@@ -217,8 +217,9 @@ def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Da
         protocols = [p for d in candidates.values() for p in d.protocols]
         protocol = next((p for p in ("speaker_folds", "speaker_dependent", *protocols) if p in protocols), None)
         rows = frame[(frame["corpus"] == corpus) & (frame["protocol"] == protocol) & (frame["target"] == "emotion")]
+        known = set(model_names(every=True))
         rows = rows[[json.dumps(r.get("variant") if isinstance(r.get("variant"), dict) else {}, sort_keys=True)
-                     in candidates and r["model"] in model_names() and model_spec(r["model"]).input in MODEL_INPUTS
+                     in candidates and r["model"] in known and model_spec(r["model"]).input in MODEL_INPUTS
                      for _, r in rows.iterrows()]]
         if rows.empty:
             continue

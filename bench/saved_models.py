@@ -122,7 +122,8 @@ def predict_files(model_path: str | Path, files: list[str]) -> pd.DataFrame:
             rows.append({"file": file, "emotion": None, "error": str(error)})
             continue
         one = FeatureSet(pd.DataFrame({"path": [file]}), features.functionals[None, :],
-                         None if features.frames is None else [features.frames], [], [], [file])
+                         None if features.frames is None else [features.frames], spec.functional_names(),
+                         spec.frame_names(), [file])
         x = ModelInputs(one).test_set(saved["model"], np.arange(1))  # built as the run built its test rows
         probabilities = estimator.predict_proba(x)[0]
         rows.append({"file": file, "emotion": str(estimator.classes_[int(np.argmax(probabilities))]), "error": None,

@@ -329,7 +329,7 @@ for _name, _method, _description in (
 # Classical and deep candidates together, chosen by greedy forward selection on the inner folds. The networks that
 # read frames join as one early-stopped network each (at their 40 ms steps): their registered recipe, three refitted
 # networks, would make each candidate's inner folds cost four trainings instead of one.
-FRAME_MEMBERS = tuple(n for n in model_names("deep") if model_spec(n).input != "functionals")
+FRAME_MEMBERS = tuple(n for n in model_names("deep") if model_spec(n).input in ("frames", "fusion"))
 for _name, _method, _description in (
     ("mixed_vote", "soft", "soft voting over classical and deep members chosen by greedy forward selection"),
     ("mixed_stacking", "stacking", "stacking over classical and deep members chosen by greedy forward selection"),

@@ -54,6 +54,11 @@ class ExtractorDefaults:
     batch_size = 8  # signals per `extract` call (a GPU encoder wants more)
     mel_bands = 0  # leading frame columns that form a log-mel spectrogram (read by cnn2d); 0: none
     frames_free = False  # frames come with the functionals in one pass (else a frame pass runs only when asked)
+    stored_options: dict = {}  # options the cache entries are made with, when `view` derives the vectors from them
+
+    def view(self, functionals: np.ndarray) -> np.ndarray:
+        """The models' (n, len(functional_names())) vectors from (n, stored width) cached ones (with stored_options)."""
+        return functionals
 
     def frame_names(self) -> list[str]:
         return []

@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
 from ser_models.extractors import UtteranceFeatures, option
-from ser_models.features import FeatureSpec, extract_signal, extract_signals, load_signal
+from ser_models.features import (
+    FeatureSpec,
+    extract_signal,
+    extract_signals,
+    load_signal,
+    stored_spec,
+    view_functionals,
+)
 from ser_models.files import atomic_write, file_digest
 from ser_models.plugins import ensure_plugins, loaded_plugins
 
@@ -232,8 +239,8 @@ def extract_features(
                              f"copies ({augmentation.kind}); leave out the suite's augmentation for it")
         results = extractor.read_rows(manifest, frames=frames)
     else:
-        results = _extract_all(paths, keys, spec, augmentation, frames=frames, cache_dir=cache_dir, n_jobs=n_jobs,
-                               progress=progress)
+        results = _extract_all(paths, keys, stored_spec(spec), augmentation, frames=frames, cache_dir=cache_dir,
+                               n_jobs=n_jobs, progress=progress)
     ok = [i for i, (r, _) in enumerate(results) if r is not None]
     skipped = [{"path": paths[i], "reason": reason} for i, (r, reason) in enumerate(results) if r is None]
     for item in skipped:
@@ -241,7 +248,7 @@ def extract_features(
     n_functionals = len(spec.functional_names())
     return FeatureSet(
         manifest=manifest.iloc[ok].reset_index(drop=True),
-        functionals=np.stack([results[i][0].functionals for i in ok]) if ok else
+        functionals=view_functionals(spec, np.stack([results[i][0].functionals for i in ok])) if ok else
         np.zeros((0, n_functionals), np.float32),
         frames=[results[i][0].frames for i in ok] if frames else None,
         functional_names=spec.functional_names(),

@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import librosa
 import numpy as np
 import scipy.fft
 
-from ser_models import ge2e, opensmile_features, precomputed  # noqa: F401  (register their feature sets)
+from ser_models import encoders, ge2e, opensmile_features, precomputed  # noqa: F401  (register their feature sets)
 from ser_models.audio import load_audio
 from ser_models.augment import Augmentation
 from ser_models.extractors import (
@@ -238,7 +238,30 @@ def _fit_length(values: np.ndarray, n_frames: int) -> np.ndarray:
 
 def extract_signal(y: np.ndarray, spec: FeatureSpec, *, frames: bool = True) -> UtteranceFeatures:
     """The spec's features of one mono signal at `spec.sample_rate` (frames only when asked, or when free)."""
-    return extract_signals([y], spec, frames=frames)[0]
+    stored = stored_spec(spec)
+    features = extract_signals([y], stored, frames=frames)[0]
+    if stored is spec:
+        return features
+    return UtteranceFeatures(functionals=view_functionals(spec, features.functionals[None])[0], frames=features.frames)
+
+
+def stored_spec(spec: FeatureSpec) -> FeatureSpec:
+    """The spec the cache entries are made with: `spec` itself, or, for an extractor whose options partly only
+    choose a view of what it computes (an encoder's layer), the spec with its `stored_options`."""
+    stored = option(spec.extractor(), "stored_options")
+    return replace(spec, options=tuple({**dict(spec.options), **stored}.items())) if stored else spec
+
+
+def view_functionals(spec: FeatureSpec, stored: np.ndarray) -> np.ndarray:
+    """The utterance vectors `spec` gives, from (n, width) rows made under `stored_spec(spec)`."""
+    extractor = spec.extractor()
+    if not option(extractor, "stored_options"):
+        return stored
+    vectors = np.asarray(extractor.view(stored), dtype=np.float32)
+    if vectors.shape != (len(stored), len(spec.functional_names())):
+        raise ValueError(f"feature set {spec.feature_set!r}: its view gave {vectors.shape}, not "
+                         f"({len(stored)}, {len(spec.functional_names())})")
+    return vectors
 
 
 def extract_signals(signals: list[np.ndarray], spec: FeatureSpec, *, frames: bool = True) -> list[UtteranceFeatures]:

@@ -15,19 +15,30 @@ from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
 from ser_models.protocols import SpeakerLeakError, assert_speaker_disjoint
 
 
-def _fusion(vectors: np.ndarray, frames: list[np.ndarray]) -> FrameBatch:
+def _fusion(vectors: np.ndarray, frames: list[np.ndarray], names: list[str]) -> FrameBatch:
     batch = pad_frames(frames, DEFAULT_MAX_FRAMES)
     return FrameBatch(batch.values, batch.lengths, vectors)
 
 
-# Each input kind: how to build it from (utterance vectors, frame matrices), and how to stack row blocks of it.
+def layer_stack(vectors: np.ndarray, frames: object, names: list[str]) -> np.ndarray:
+    """(n, layers, features): an encoder's vectors of every layer ("layer{k}.{name}" columns), one row per layer."""
+    layers = {name.split(".", 1)[0] for name in names if name.startswith("layer") and "." in name}
+    if not layers or len(names) != vectors.shape[1] or len(names) % len(layers):
+        raise ModelInputError("this model reads every layer of a speech encoder: feature_set = \"encoder\" with "
+                              "[feature_options.encoder] layer = \"all\" (and no gender_input)")
+    return vectors.reshape(len(vectors), len(layers), -1)
+
+
+# Each input kind: how to build it from (utterance vectors, frame matrices, vector names), and how to stack row
+# blocks of it.
 MODEL_INPUTS = {
-    "functionals": lambda vectors, frames: vectors,
-    "frames": lambda vectors, frames: pad_frames(frames, DEFAULT_MAX_FRAMES),
+    "functionals": lambda vectors, frames, names: vectors,
+    "frames": lambda vectors, frames, names: pad_frames(frames, DEFAULT_MAX_FRAMES),
     "fusion": _fusion,
+    "layers": layer_stack,
 }
 STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
-                "multi": MultiInput.concatenate, "multi_functionals": MultiInput.concatenate}
+                "layers": np.concatenate, "multi": MultiInput.concatenate, "multi_functionals": MultiInput.concatenate}
 GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
@@ -78,13 +89,13 @@ class ModelInputs:
                               {name: self._other_functionals(name, index) for name in self.other_sets})
         if (kind, index) not in self._built:
             features = self.sets[index]
-            if kind != "functionals" and features.frames is None:
+            if kind in ("frames", "fusion") and features.frames is None:
                 raise ModelInputError(f"{kind} models need frame features, which were not extracted for this "
                                       f"feature set ({features.functional_names[0]}, ...)")
             vectors = features.functionals
             if self.gender_input:
                 vectors = np.hstack([vectors, gender_column(features.manifest)])
-            self._built[(kind, index)] = MODEL_INPUTS[kind](vectors, features.frames)
+            self._built[(kind, index)] = MODEL_INPUTS[kind](vectors, features.frames, features.functional_names)
         return self._built[(kind, index)]
 
     def _other_functionals(self, name: str, index: int) -> np.ndarray:

@@ -60,7 +60,7 @@ def main() -> None:
     folds = make_folds("emobox", features.manifest)
     for name in args.model:
         spec = model_spec(name)
-        x = MODEL_INPUTS[spec.input](features.functionals, features.frames)
+        x = MODEL_INPUTS[spec.input](features.functionals, features.frames, features.functional_names)
         seconds, scores, epochs, compiles = [], [], [], []
         for index in args.folds:
             train, test = folds[index].split(features.manifest)

@@ -90,6 +90,21 @@ def build_mlp(keras, inputs, n_classes, width, dropout):
     return _head(keras, x, n_classes, width, dropout)
 
 
+def build_layer_weighted(keras, inputs, n_classes, width, dropout):
+    """An encoder's layers (batch, layers, features) summed with learned softmax weights, then the MLP's layers
+    (the SUPERB / EmoBox downstream convention)."""
+    (stack,) = inputs
+
+    class LayerWeighting(keras.layers.Layer):
+        def build(self, input_shape):
+            self.logits = self.add_weight(shape=(input_shape[1],), initializer="zeros", name="layer_logits")
+
+        def call(self, x):
+            return keras.ops.einsum("blf,l->bf", x, keras.ops.softmax(self.logits))
+
+    return build_mlp(keras, [LayerWeighting()(stack)], n_classes, width, dropout)
+
+
 def build_cnn(keras, inputs, n_classes, width, dropout, pooling="mean_max"):
     frames, mask = inputs
     x, m = frames, mask
@@ -193,6 +208,7 @@ def build_transformer(keras, inputs, n_classes, width, dropout, heads: int = 4, 
 
 ARCHITECTURES: dict[str, Callable] = {
     "mlp": build_mlp,
+    "layer_weighted": build_layer_weighted,
     "cnn": build_cnn,
     "cnn2d": build_cnn2d,
     "lstm": _recurrent("LSTM"),

@@ -360,6 +360,10 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 _register("mlp", "multilayer perceptron on the utterance functionals", "functionals", version=3, width=128,
           dropout=0.5, epochs=100, patience=15, validation_speakers=0.2, refit_full=True, refit_networks=3,
           input_noise=0.3)
+# The encoder's layer-weighting head trains the MLP's recipe (above), as one model of its own.
+_register("layer_weighted", "softmax-weighted sum of a speech encoder's layers, then an MLP (SUPERB, EmoBox)",
+          "layers", width=128, dropout=0.5, epochs=100, patience=15, validation_speakers=0.2, refit_full=True,
+          refit_networks=3, input_noise=0.3)
 # version 2: FRAME_RECIPE (40 ms steps, three refitted networks averaged; above); 3: BEST_EPOCH.
 _register("cnn", "1-D convolutions over time on the frame features", "frames", version=3)
 # version 2: pooled input, per-frame layer norm, frequency flattened instead of averaged; 3: 40 ms input cells;

@@ -36,7 +36,8 @@ class ModelSpec:
     name: str
     factory: Factory | str  # or a lazy "package.module:attr" name, imported on first build
     family: str  # "classical", "deep" or "ensemble"
-    input: str  # "functionals" (utterance vector), "frames" (sequence), "fusion" (both); ensembles: "multi"
+    input: str  # "functionals" (utterance vector), "frames" (sequence), "fusion" (both), "layers" (an encoder's
+    # layers, n x layers x features); ensembles: "multi"
     description: str
     defaults: dict = field(default_factory=dict)
     search_space: SearchSpace | None = None
@@ -78,7 +79,7 @@ def _takes_seed(factory: Callable) -> bool:
 
 MODELS: Registry[ModelSpec] = Registry("model")
 FAMILIES = ("classical", "deep", "ensemble")
-INPUTS = ("functionals", "frames", "fusion", "multi", "stored")
+INPUTS = ("functionals", "frames", "fusion", "layers", "multi", "stored")
 
 
 def register_model(
@@ -102,9 +103,12 @@ def register_model(
     return decorate if factory is None else decorate(factory)
 
 
-def model_names(family: str | None = None) -> list[str]:
-    """Registered model names in registration order, optionally of one family."""
-    return [n for n, s in MODELS.items() if family is None or s.family == family]
+def model_names(family: str | None = None, *, every: bool = False) -> list[str]:
+    """Registered model names in registration order, optionally of one family. A model reading an encoder's layer
+    stack runs only where a suite names it (on `layer = "all"` features), so "all", the family groups and this
+    list leave it out unless `every`."""
+    return [n for n, s in MODELS.items()
+            if (family is None or s.family == family) and (every or s.input != "layers")]
 
 
 def model_spec(name: str) -> ModelSpec:
