@@ -169,14 +169,16 @@ def make_record(suite: Suite, job: Job, dataset: Dataset, outcome: dict, labels:
         "train_speakers": train_speakers, "test_speakers": test_speakers,
         "validation_speakers": outcome["validation_speakers"], "curves": outcome["curves"],
         **({"inner_speakers": outcome["inner_speakers"]} if outcome["inner_speakers"] else {}),
-        **({"tuning": outcome["tuning"]} if outcome["tuning"] else {}),
+        # a tuned fit's params are the ones it was fitted with; the search started from (and is keyed by) job.params
+        **({"tuning": {**outcome["tuning"], "searched_from": job.params}} if outcome["tuning"] else {}),
         **({"ensemble": outcome["ensemble"]} if outcome["ensemble"] else {}),
         "fit_seconds": round(outcome["fit_seconds"], 4), "predict_seconds": round(outcome["predict_seconds"], 4),
         **({"fit_reused": True} if outcome.get("fit_reused") else {}),  # trained earlier, as an ensemble's member
         **({"xla_threads": outcome["xla_threads"]} if outcome.get("xla_threads") else {}),
-        "params": job.params, "model_version": model_spec(job.model).version,
+        "params": outcome["tuning"]["params"] if outcome["tuning"] else job.params,
+        "model_version": model_spec(job.model).version,
         "features": asdict(dataset.spec) | {"key": dataset.spec.key()},
-        "augment": [asdict(a) for a in augment_for(suite, job.model)],
+        "augment": [asdict(a) for a in augment_for(suite, job.model, job.seed)],
         "data_fingerprint": features.fingerprint(), "versions": package_versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -194,7 +196,7 @@ def run_fits(options: RunOptions, store: RecordStore, dataset: Dataset, jobs: li
         delayed(fit_job)(
             f"{job.model} {job.protocol} fold {job.fold.index} seed {job.seed}", plugins, job.model, job.params,
             job.seed, *job_data(inputs, job.model, job.train, job.test, job.fold.speaker_independent,
-                                job.params.get("members")),
+                                job.params.get("members"), seed=job.seed),
             tuning=dataset.variant.budget(), storage=storage,
             study=f"{suite.name}-{dataset.name}-{job.protocol}-{job.model}-fold{job.fold.index}-seed{job.seed}"
                   f"-{job.key[:8]}",

@@ -138,10 +138,11 @@ def other_sets(dataset: Dataset, variant_sets: dict, feature_sets: list[str]) ->
     }
 
 
-def training_copies(options: RunOptions, dataset: Dataset,
-                     models: list[str]) -> tuple[list[FeatureSet], dict[str, tuple[int, ...]]]:
-    """The augmented copies these models train on, each extracted once, and each model's positions among them."""
-    wanted = {model: augment_for(options.suite, model) for model in models}
+def training_copies(options: RunOptions, dataset: Dataset, fits: list[tuple[str, int]]
+                    ) -> tuple[list[FeatureSet], dict[tuple[str, int], tuple[int, ...]]]:
+    """The augmented copies these (model, seed) fits train on, each extracted once, and each fit's positions among
+    them."""
+    wanted = {(model, seed): augment_for(options.suite, model, seed) for model, seed in fits}
     augmentations = list(dict.fromkeys(a for own in wanted.values() for a in own))
     sets = [
         extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
@@ -149,7 +150,7 @@ def training_copies(options: RunOptions, dataset: Dataset,
                          frames=dataset.features.frames is not None)
         for augmentation in augmentations
     ]
-    return sets, {model: tuple(augmentations.index(a) for a in own) for model, own in wanted.items()}
+    return sets, {fit: tuple(augmentations.index(a) for a in own) for fit, own in wanted.items()}
 
 
 def write_skipped(folder: Path, rows: list[dict]) -> None:

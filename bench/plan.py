@@ -255,8 +255,8 @@ def plan_jobs(suite: Suite, dataset: Dataset, models: list[str], done: set[str],
         # votes last: their config hashes name their members' (a retrained member redoes the vote)
         for model in (m for m in sorted(models, key=is_vote) if m in allowed):
             params = model_params(suite, model)
-            augment = [asdict(a) for a in augment_for(suite, model)]
             for seed in seeds or seeds_for(suite, model):
+                augment = [asdict(a) for a in augment_for(suite, model, seed)]
                 for fold in folds:
                     members = _vote_members(planned, model, params, corpus, protocol, fold.index, seed, dataset)
                     if is_vote(model) and members is None:

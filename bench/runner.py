@@ -181,7 +181,8 @@ def _run_tables(options: RunOptions, store: RecordStore, datasets: list[Dataset]
                         store.superseded_path.name)
         reused += reused_here
         labels = sorted(dataset.features.manifest[dataset.target].unique())
-        copies, copies_of = training_copies(options, dataset, list(dict.fromkeys(job.model for job in jobs)))
+        fits = list(dict.fromkeys((job.model, job.seed) for job in jobs))
+        copies, copies_of = training_copies(options, dataset, fits)
         inputs = ModelInputs(dataset.features, copies, target=dataset.target, copies=copies_of,
                              gender_input=dataset.variant.gender_input,
                              other_sets=other_sets(dataset, variant_sets, member_sets))
@@ -228,7 +229,7 @@ def _save_best_models(options: RunOptions, store: RecordStore, datasets: list[Da
         variant = first["variant"] if isinstance(first.get("variant"), dict) else {}
         dataset = candidates[json.dumps(variant, sort_keys=True)]
         model = str(first["model"])
-        copies, copies_of = training_copies(options, dataset, [model])
+        copies, copies_of = training_copies(options, dataset, [(model, int(first["seed"]))])
         inputs = ModelInputs(dataset.features, copies, copies=copies_of)
         save_best_model(store.folder, corpus, model, dict(first["params"]), int(first["seed"]),
                         float(best["uar_pooled"]), inputs, dataset.spec)

@@ -60,7 +60,7 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
             return None
         log.warning("%s is damaged (its bytes are not the ones saved): it is saved again", path)
     rows = np.arange(len(features.manifest))
-    x, y, groups, _ = inputs.training_set(model, rows)
+    x, y, groups, _ = inputs.training_set(model, rows, seed=seed)
     built = model_spec(model)
     estimator = built.build(seed=seed, **params)
     estimator.fit(x, y, **({"groups": groups} if built.fit_groups else {}))

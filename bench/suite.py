@@ -91,9 +91,11 @@ def _model_augment(items: dict, suite: str) -> dict[str, tuple[Augmentation, ...
     return out
 
 
-def augment_for(suite: Suite, model: str) -> tuple[Augmentation, ...]:
-    """The augmented copies a model's rows train on: the suite's for every model, then its own."""
-    return tuple(dict.fromkeys([*suite.augment, *suite.model_augment.get(model, ())]))
+def augment_for(suite: Suite, model: str, seed: int = 0) -> tuple[Augmentation, ...]:
+    """The augmented copies a model's rows of `seed` train on: the suite's for every model, then its own, each
+    drawn with the model's seed (so the spread over seeds includes the copies'; seed 0 draws as before seeds did)."""
+    own = dict.fromkeys([*suite.augment, *suite.model_augment.get(model, ())])
+    return tuple(dataclasses.replace(augmentation, seed=seed) for augmentation in own)
 
 
 def suite_names() -> list[str]:

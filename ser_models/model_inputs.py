@@ -61,13 +61,14 @@ class ModelInputs:
     `target` is the manifest column predicted (emotion, or gender); `gender_input` appends the
     speaker's gender from the metadata to the utterance functionals. `other_sets` are the same
     utterances on other feature sets (e.g. ComParE), read by ensemble members "model@compare".
-    `copies` names, per model, the positions in `augmented` of the copies its rows train on; without it every
-    model trains on every copy, and a model it does not name trains on none.
+    `copies` names, per (model, seed) fit or per model, the positions in `augmented` of the copies its rows train on
+    (copies are drawn with the model's seed); without it every model trains on every copy, and a model it does not
+    name trains on none.
     """
 
     def __init__(self, features: FeatureSet, augmented: list[FeatureSet] = (), *, target: str = "emotion",
                  gender_input: bool = False, other_sets: dict[str, FeatureSet] | None = None,
-                 copies: dict[str, tuple[int, ...]] | None = None):
+                 copies: dict[str | tuple[str, int], tuple[int, ...]] | None = None):
         self.features = features
         self.copies = None if copies is None else {m: tuple(c) for m, c in copies.items()}
         self.target = target
@@ -120,17 +121,17 @@ class ModelInputs:
         """Original (never augmented) inputs of the test rows."""
         return self._input(input_kind(model, members), 0)[test]
 
-    def sets_of(self, model: str) -> list[int]:
-        """Indices into `sets` that `model` trains on: the originals (0), then its copies."""
+    def sets_of(self, model: str, seed: int = 0) -> list[int]:
+        """Indices into `sets` that `model` (of `seed`) trains on: the originals (0), then its copies."""
         if self.copies is None:
             return list(range(len(self.sets)))
-        return [0, *(1 + i for i in self.copies.get(model, ()))]
+        return [0, *(1 + i for i in self.copies.get((model, seed), self.copies.get(model, ())))]
 
-    def training_set(self, model: str, train: np.ndarray, members: list[str] | None = None):
+    def training_set(self, model: str, train: np.ndarray, members: list[str] | None = None, seed: int = 0):
         """(x, y, speakers, source rows): training rows plus their augmented copies, nothing else."""
         kind = input_kind(model, members)
         blocks, sources = [], []
-        for index in self.sets_of(model):
+        for index in self.sets_of(model, seed):
             rows = self.positions[index][train]
             keep = rows >= 0
             blocks.append(self._input(kind, index)[rows[keep]])
@@ -151,9 +152,9 @@ def input_kind(model: str, members: list[str] | None = None) -> str:
 
 
 def job_data(inputs: ModelInputs, model: str, train: np.ndarray, test: np.ndarray,
-             speaker_independent: bool = True, members: list[str] | None = None) -> tuple:
+             speaker_independent: bool = True, members: list[str] | None = None, seed: int = 0) -> tuple:
     """Arguments of fit_and_predict after the seed; asserts no test utterance (or copy) is trained on."""
-    x_train, y_train, groups_train, source = inputs.training_set(model, train, members)
+    x_train, y_train, groups_train, source = inputs.training_set(model, train, members, seed)
     if np.isin(source, test).any():
         raise SpeakerLeakError("a test-fold utterance (or an augmented copy of one) reached the training set")
     keys = np.asarray(inputs.features.keys)

@@ -268,10 +268,10 @@ def training_sets(monkeypatch) -> list[tuple]:
     seen = []
     original = execute.job_data
 
-    def spy(inputs, model, train, test, speaker_independent=True, members=None):
-        _, y_train, _, source = inputs.training_set(model, train, members)
+    def spy(inputs, model, train, test, speaker_independent=True, members=None, seed=0):
+        _, y_train, _, source = inputs.training_set(model, train, members, seed)
         seen.append((model, train, test, source, len(y_train)))
-        return original(inputs, model, train, test, speaker_independent, members)
+        return original(inputs, model, train, test, speaker_independent, members, seed)
 
     monkeypatch.setattr(execute, "job_data", spy)
     return seen
@@ -312,6 +312,31 @@ def test_model_augment_gives_copies_to_its_models_only(tmp_path, training_sets):
     plain_hashes = {(r["model"], r["fold"]): r["config_hash"] for r in RecordStore(plain.folder).load()}
     for (model, fold), record in records.items():
         assert (record["config_hash"] == plain_hashes[(model, fold)]) == (model == "svm")
+
+
+def test_copies_are_drawn_with_the_model_seed(tmp_path, monkeypatch):
+    """Each seed's rows train on copies drawn with that seed (seed 0 as before seeds drew them): the spread over
+    seeds includes the copies'."""
+    from ser_models.model_inputs import ModelInputs
+
+    drawn, original = {}, ModelInputs.training_set
+
+    def spy(self, model, train, members=None, seed=0):
+        out = original(self, model, train, members, seed)
+        drawn[(seed, tuple(train))] = out[0]
+        return out
+
+    monkeypatch.setattr(ModelInputs, "training_set", spy)
+    suite = parse_suite({**TINY, "models": ["logreg"], "model_seeds": {"logreg": [0, 1]},
+                         "model_augment": {"logreg": [{"kind": "noise", "amount": 15}]}}, default_name="seeded")
+    summary = run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False,
+                                   save_models=False))
+    records = RecordStore(summary.folder).load()
+    assert sorted((r["seed"], r["augment"][0]["seed"]) for r in records) == [(0, 0), (0, 0), (1, 1), (1, 1)]
+    for train in {t for _, t in drawn}:
+        first, second, n = drawn[(0, train)], drawn[(1, train)], len(train)
+        np.testing.assert_array_equal(first[:n], second[:n])  # the same originals
+        assert first.shape == second.shape and not np.allclose(first[n:], second[n:])  # copies drawn apart
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -247,11 +247,13 @@ def test_every_committed_record_keeps_its_config_hash(suite):
             if is_vote(r["model"]) else None
         fold = {"fold": r["fold"], "test_speakers": r["test_speakers"],
                 **({"train_speakers": r["train_speakers"]} if PROTOCOLS[r["protocol"]].scope == "cross" else {})}
+        searched = r["tuning"]["searched_from"] if r.get("tuning") else r["params"]  # tuned: what it searched from
         key = job_key(corpus=r["corpus"], corpus_options=options, protocol=r["protocol"], fold=fold, model=r["model"],
-                      params=r["params"], seed=r["seed"], features=r["features"]["key"], data=r["data_fingerprint"],
+                      params=searched, seed=r["seed"], features=r["features"]["key"], data=r["data_fingerprint"],
                       labels=r["labels"], target=r.get("target") or "emotion", variant=r.get("variant"),
                       augment=r["augment"], model_version=r["model_version"], member_hashes=members)
         assert key == r["config_hash"], (r["corpus"], r["protocol"], r["model"], r["fold"])
+        assert not r.get("tuning") or r["params"] == r["tuning"]["params"]  # the parameters it was fitted with
     assert len(rows) > 200
 
 

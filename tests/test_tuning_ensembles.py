@@ -31,9 +31,12 @@ def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, 
     original_fit = EnsembleClassifier.fit
     original_tune = tuning.tune
 
+    found = []  # the parameters each search handed to the fit
+
     def spy_tune(model, x, y, groups, **kwargs):
         seen.append(("tune", set(groups)))
-        return original_tune(model, x, y, groups, **kwargs)
+        found.append(original_tune(model, x, y, groups, **kwargs))
+        return found[-1]
 
     def spy_fit(self, X, y, groups):
         seen.append(("ensemble", set(groups)))
@@ -61,6 +64,9 @@ def test_no_outer_test_speaker_reaches_tuning_inner_folds_or_stacking(features, 
     folds = [(set(r["train_speakers"]), set(r["test_speakers"])) for r in nested]
     for _, speakers in seen:
         assert any(speakers <= train and not speakers & test for train, test in folds)
+    for record in (r for r in nested if r.get("variant")):  # a tuned row shows the parameters it was fitted with
+        assert record["params"] == record["tuning"]["params"] in [t.params for t in found]
+        assert record["tuning"]["searched_from"] == {"C": 0.01}  # logreg's registered start, which keys the fit
     study_names = optuna.get_all_study_names(f"sqlite:///{summary.folder / 'optuna.sqlite3'}")
     assert len(study_names) == 2  # one study per outer fold
 
