@@ -20,7 +20,7 @@ from bench.plan import Dataset, Job
 from bench.records import RecordStore, package_versions
 from bench.suite import Suite, augment_for
 from bench.votes import vote_outcome
-from ser_models.ensembles import timed_fit
+from ser_models.ensembles import oof_digest, timed_fit
 from ser_models.metrics import classification_metrics, roc_auc
 from ser_models.model_inputs import ModelInputs, job_data
 from ser_models.models import model_spec
@@ -44,6 +44,15 @@ def fit_job(label: str, plugins: tuple[str, ...], *args, **kwargs) -> dict:
         raise
     except Exception as error:
         raise FitFailedError(f"{label} failed: {type(error).__name__}: {error}") from error
+
+
+def _selection(estimator) -> dict:
+    """A greedy ensemble's selection, as its record keeps it: candidates in order, each addition with the inner UAR
+    after it, and the digest of the stored out-of-fold probabilities it chose on (bench.benchmarks.greedy_replay)."""
+    if not hasattr(estimator, "selection_trace_"):
+        return {}
+    return {"candidates": estimator.candidates_, "trace": estimator.selection_trace_,
+            "oof_digest": oof_digest(estimator.inner_oof_, estimator.candidates_)}
 
 
 def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, groups_train, x_test, *,
@@ -89,7 +98,8 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
                                                   "inner_uar": tuned.best_inner_uar},
             "ensemble": None if not hasattr(estimator, "chosen_") else {
                 "members": estimator.chosen_, "inner_uar": estimator.inner_uar_,
-                "weights": [float(w) for w in estimator.weights_]},
+                "weights": [float(w) for w in estimator.weights_], **_selection(estimator)},
+            "inner_oof": getattr(estimator, "inner_oof_", None),
             "curves": _rounded(getattr(estimator, "history_", None))}
 
 
@@ -218,7 +228,7 @@ def run_fits(options: RunOptions, store: RecordStore, dataset: Dataset, jobs: li
                             max_nbytes=None)(calls)
         try:
             for job, outcome in zip(jobs, outcomes, strict=True):
-                store.append(*make_record(suite, job, dataset, outcome, labels))
+                store.append(*make_record(suite, job, dataset, outcome, labels), inner=outcome.get("inner_oof"))
                 finished += 1
                 bar.update()
         except (TerminatedWorkerError, BrokenProcessPool) as error:

@@ -15,6 +15,7 @@ from bench.figures import roc_figures, summary_figures
 from bench.plots import learning_curves
 from bench.ranking import cross_corpus_table, model_table, pooled_uar
 from bench.records import RecordStore, atomic_write_bytes
+from bench.results_page import write_results_page
 from bench.suite import Suite
 from bench.tables import best_predictions, is_main_table, read_predictions, tables, unreadable_predictions
 from bench.variant import Variant
@@ -205,7 +206,15 @@ def _ensemble_members(group: pd.DataFrame) -> list[str]:
                 == len(set(picks)):
             continue  # every candidate kept: nothing was chosen
         counts = pd.Series(picks).value_counts()
-        out.append(f"{entry}: " + ", ".join(f"{m} {n}/{len(rows)}" for m, n in counts.items()))
+        text = f"{entry}: " + ", ".join(f"{m} {n}/{len(rows)}" for m, n in counts.items())
+        steps = [e["trace"] for e in rows["ensemble"] if e.get("trace")]  # greedy selection, step by step
+        if steps:
+            first = pd.Series([trace[0][0] for trace in steps]).value_counts()
+            text += (" (greedy: first added " + ", ".join(f"{m} {n}/{len(steps)}" for m, n in first.items())
+                     + f"; {np.mean([len(t) for t in steps]):.1f} additions, inner UAR "
+                     f"{np.mean([t[0][1] for t in steps]):.3f} after the first, "
+                     f"{np.mean([t[-1][1] for t in steps]):.3f} after the last)")
+        out.append(text)
     return out
 
 
@@ -333,6 +342,7 @@ def write_leaderboards(store: RecordStore, suite: Suite, *, publish_to: Path | N
     markdown, best = render_leaderboard(records, suite, figures, link_base=store.folder, load_predictions=load)
     path = store.folder / "leaderboard.md"
     atomic_write_bytes(path, markdown.encode())
+    write_results_page(store, suite, records)
     if publish_to is not None:
         published, _ = render_leaderboard(records, suite, figures, link_base=Path(publish_to), load_predictions=load)
         atomic_write_bytes(Path(publish_to) / "leaderboard.md", published.encode())

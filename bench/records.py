@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ser_models.files import atomic_write_bytes
@@ -82,8 +84,15 @@ class RecordStore:
     def prediction_path(self, key: str) -> Path:
         return self.predictions_dir / f"{key}.csv.gz"
 
-    def append(self, record: dict, predictions: pd.DataFrame) -> None:
-        """Store predictions first, then the record line: a record always has its predictions."""
+    def inner_path(self, key: str) -> Path:
+        """A greedy ensemble's inner out-of-fold probabilities per candidate, and the targets (class indices)."""
+        return self.predictions_dir / f"{key}.inner.npz"
+
+    def append(self, record: dict, predictions: pd.DataFrame, inner: dict[str, np.ndarray] | None = None) -> None:
+        """Store predictions first (and a greedy ensemble's inner out-of-fold probabilities), then the record line:
+        a record always has its predictions."""
+        if inner is not None:
+            atomic_write_bytes(self.inner_path(record["config_hash"]), _npz(inner))
         buffer = predictions.to_csv(index=False, float_format="%.6g").encode()
         atomic_write_bytes(self.prediction_path(record["config_hash"]), gzip.compress(buffer, mtime=0))
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -138,5 +147,11 @@ class RecordStore:
         """Forget every record and prediction (for --fresh)."""
         self.records_path.unlink(missing_ok=True)
         if self.predictions_dir.exists():
-            for path in self.predictions_dir.glob("*.csv.gz"):
+            for path in [*self.predictions_dir.glob("*.csv.gz"), *self.predictions_dir.glob("*.inner.npz")]:
                 path.unlink()
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()

@@ -59,6 +59,7 @@ class Suite:
     tuning: dict = field(default_factory=dict)  # model -> {trials = N, timeout = seconds per fold}: tuned rows
     plugins: tuple[str, ...] = ()  # modules or .py files registering the user's models, feature sets, corpora
     feature_options: dict = field(default_factory=dict)  # feature set -> its options, e.g. {precomputed = {file}}
+    report: dict = field(default_factory=dict)  # {page = "README.md", compare_with = SUITE, timings = [FILE.json]}
 
     def spec_for(self, feature_set: str) -> FeatureSpec:
         """The suite's feature spec on another feature set, with that set's options."""
@@ -89,6 +90,16 @@ def _model_augment(items: dict, suite: str) -> dict[str, tuple[Augmentation, ...
             raise SuiteError(f'suite {suite!r}: write [model_augment] {name} = [{{kind = "noise", amount = 20}}]')
         out[name] = _augmentations(augmentations, suite)
     return out
+
+
+def _report(report: object, suite: str) -> dict:
+    """[report]: a results page generated beside the leaderboard (bench/results_page.py)."""
+    allowed = {"page": str, "compare_with": str, "timings": list}
+    if not isinstance(report, dict) or any(k not in allowed or not isinstance(v, allowed[k]) for k, v in
+                                           report.items()):
+        raise SuiteError(f"suite {suite!r}: [report] takes page = \"README.md\", compare_with = \"SUITE\" and "
+                         "timings = [\"FILE.json\", ...]")
+    return dict(report)
 
 
 def augment_for(suite: Suite, model: str, seed: int = 0) -> tuple[Augmentation, ...]:
@@ -179,6 +190,7 @@ def parse_suite(data: dict, *, default_name: str, folder: Path | None = None) ->
         tasks=_tasks(data.get("tasks", {}), default_name),
         variants=tuple(_variant(v, default_name, main_set) for v in data.get("variants", [])),
         tuning=_tuning(data.get("tuning", {}), default_name),
+        report=_report(data.get("report", {}), default_name),
     )
 
 

@@ -30,6 +30,7 @@ fold share their members' work; the runner memoises a candidate's own row there 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -147,11 +148,12 @@ def check_ensemble_params(params: dict) -> None:
 
 
 def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndarray, candidates: list[str],
-                     steps: int) -> dict[str, int]:
+                     steps: int, trace: list | None = None) -> dict[str, int]:
     """Forward selection with replacement: {member: times added}, added while the inner UAR strictly rises.
 
     Each step adds the candidate whose probabilities, summed with those already chosen, give the
     highest UAR on the out-of-fold rows; ties go to the earlier candidate. At most `steps` additions.
+    `trace` (a list) receives each addition as [candidate, inner UAR after it].
     """
     counts: dict[str, int] = {}
     total, best = np.zeros((len(y), len(classes))), -np.inf
@@ -164,7 +166,23 @@ def greedy_selection(oof: dict[str, np.ndarray], y: np.ndarray, classes: np.ndar
             break
         best, total = scores[pick], total + oof[candidates[pick]]
         counts[candidates[pick]] = counts.get(candidates[pick], 0) + 1
+        if trace is not None:
+            trace.append([candidates[pick], best])
     return counts
+
+
+def selection_inputs(oof: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The out-of-fold probabilities greedy selection reads, as stored beside its record (float16): selecting on the
+    stored values lets anyone replay the selection exactly from the file."""
+    return {name: np.asarray(values, dtype=np.float16) for name, values in oof.items()}
+
+
+def oof_digest(stored: dict[str, np.ndarray], candidates: list[str]) -> str:
+    """SHA-256 of the stored out-of-fold probabilities, candidates in selection order."""
+    digest = hashlib.sha256()
+    for name in candidates:
+        digest.update(name.encode() + b"\0" + np.ascontiguousarray(stored[name]).tobytes())
+    return digest.hexdigest()
 
 
 def fit_member(name: str, params: dict, seed: int, x, y, groups):
@@ -248,8 +266,11 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                 inner_uar[name] = float(balanced_accuracy_score(y, self.classes_[oof[name].argmax(axis=1)]))
         ranked = sorted(self.members, key=lambda n: -inner_uar[n])
         if self.selection == "greedy":
-            counts = greedy_selection(oof, y, self.classes_, ranked, self.greedy_steps)
-            self.chosen_ = list(counts)
+            stored, self.selection_trace_ = selection_inputs(oof), []
+            counts = greedy_selection({n: v.astype(np.float64) for n, v in stored.items()}, y, self.classes_, ranked,
+                                      self.greedy_steps, self.selection_trace_)
+            self.chosen_, self.candidates_ = list(counts), ranked
+            self.inner_oof_ = {"targets": np.searchsorted(self.classes_, y), **stored}
         else:
             self.chosen_ = ranked[: self.top_k] if self.top_k else list(self.members)
             counts = dict.fromkeys(self.chosen_, 1)
@@ -340,4 +361,5 @@ for _name, _method, _description in (
                   "inner_folds": 3, "member_params": {},
                   "member_overrides": {n: {"refit_full": False} for n in FRAME_MEMBERS}, **_meta_defaults(_method)},
         search_space=lambda trial: {"greedy_steps": trial.suggest_int("greedy_steps", 1, 10)}, optional=_OPTIONAL,
+        version=2,  # 2: selection on the float16 out-of-fold probabilities stored with its trace (replayable)
     )(lambda *, seed, _method=_method, **params: EnsembleClassifier(method=_method, seed=seed, **params))

@@ -213,3 +213,13 @@ def test_the_layer_head_refuses_a_single_layer_view(tiny, synthetic_manifest, tm
                                 progress=False)
     with pytest.raises(ModelInputError, match='layer = "all"'):
         ModelInputs(features).test_set("layer_weighted", np.arange(4))
+
+
+def test_an_ensemble_takes_encoder_members(tiny):
+    from bench.suite import parse_suite
+
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["stacking"],
+                         "feature_options": {"encoder": {"model": str(tiny["wav2vec2"])}},
+                         "model_params": {"stacking": {"members": ["logreg@encoder", "svm"]}}}, default_name="mixed")
+    assert suite.model_params["stacking"]["members"] == ["logreg@encoder", "svm"]
+    assert dict(suite.spec_for("encoder").options)["model"] == str(tiny["wav2vec2"])

@@ -382,3 +382,38 @@ def test_mixed_refit_benchmark_fits_on_inner_training_speakers_only(tmp_path, mo
                                str(tmp_path), list(mixed_refit.VARIANTS), list(mixed_refit.REFITS))
     assert len(rows) == len(mixed_refit.VARIANTS) * 2 and all(0.0 <= r["uar"] <= 1.0 for r in rows)
     assert seen and all(not groups & set(SPEAKERS[held]) for groups in seen)
+
+
+def test_a_greedy_selection_is_replayed_from_what_its_record_stores(tmp_path, capsys):
+    """The record keeps the candidates, each addition with its inner UAR, and the digest of the stored inner
+    probabilities; the replay script reproduces the members from those files, and says so when they differ."""
+    import json
+
+    from bench.benchmarks import greedy_replay
+    from bench.records import RecordStore
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import parse_suite
+
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["mixed_vote"],
+                         "corpus_options": {"synthetic": {"seed": 1, "n_speakers": 8, "utterances_per_emotion": 3,
+                                                          "emotions": ["angry", "neutral", "sad"]}},
+                         "protocol_options": {"n_folds": 2},
+                         "model_params": {"mixed_vote": {"members": ["logreg", "svm", "random_forest"],
+                                                         "member_overrides": {}}}}, default_name="greedy")
+    run_suite(RunOptions(suite=suite, results_dir=tmp_path, cache_dir=tmp_path / "c", progress=False,
+                         save_models=False))
+    store = RecordStore(tmp_path / "greedy")
+    records = store.load()
+    assert len(records) == 2 and all(r["model_version"] == 2 for r in records)
+    for record in records:
+        selection = record["ensemble"]
+        assert sorted(selection["candidates"]) == ["logreg", "random_forest", "svm"]
+        assert [name for name, _ in selection["trace"]] and len(selection["oof_digest"]) == 64
+        uars = [uar for _, uar in selection["trace"]]
+        assert uars == sorted(uars) and store.inner_path(record["config_hash"]).exists()
+    assert greedy_replay.main(["--suite", "greedy", "--results-dir", str(tmp_path)]) == 0
+    assert "2 greedy selections replayed, 0 mismatches" in capsys.readouterr().out
+    records[0]["ensemble"]["members"] = ["svm", "logreg", "random_forest", "svm"]  # a record that lies
+    store.records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert greedy_replay.main(["--suite", "greedy", "--results-dir", str(tmp_path)]) == 1
+    assert "!= recorded" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Median fit seconds per fold of each deep model on real RAVDESS (and the device JAX sees).
 
     python -m bench.benchmarks.deep_models --data-root ../shared/data [--folds 0 1 2] [--model cnn lstm ...]
-        [--xla-cache DIR | --xla-cache off] [--param precision=mixed_bfloat16 ...]
+        [--xla-cache DIR | --xla-cache off] [--param precision=mixed_bfloat16 ...] [--json OUT.json]
 
 Trains each model with its registered defaults on the given EmoBox folds (20 training
 actors, speaker-held-out early stopping) and prints fit seconds per fold, their
@@ -9,16 +9,21 @@ median, the epochs trained, the test UAR, and per fit the programs JAX compiled,
 many of them the persistent cache served and the seconds XLA spent compiling. Runs on
 whatever device JAX picks: a GPU when one is visible, else the CPU. `--xla-cache off`
 times fits that compile everything; an empty DIR starts the cache cold. `--param KEY=VALUE` sets a
-parameter of every model timed (a number, true/false or a word), e.g. `precision=mixed_bfloat16`.
+parameter of every model timed (a number, true/false or a word), e.g. `precision=mixed_bfloat16`. `--json` also
+stores the figures (with the date, device, host and commit), which a suite's results page reads (`[report] timings`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
+import platform
 import statistics
+import subprocess
 import time
+from datetime import date
 from pathlib import Path
 
 from sklearn.metrics import balanced_accuracy_score
@@ -42,6 +47,7 @@ def main() -> None:
                         "$SER_BENCH_XLA_CACHE, else xla/ in the feature cache)")
     parser.add_argument("--param", nargs="+", default=[], metavar="KEY=VALUE",
                         help="set a parameter of every model timed, e.g. precision=mixed_bfloat16")
+    parser.add_argument("--json", type=Path, help="also store the figures in this file")
     args = parser.parse_args()
     overrides = dict(_parse_param(item, parser) for item in args.param)
     if args.xla_cache is not None:
@@ -58,6 +64,7 @@ def main() -> None:
     y = features.manifest["emotion"].to_numpy()
     speakers = features.manifest["speaker"].to_numpy()
     folds = make_folds("emobox", features.manifest)
+    stored = {}
     for name in args.model:
         spec = model_spec(name)
         x = MODEL_INPUTS[spec.input](features.functionals, features.frames, features.functional_names)
@@ -72,10 +79,25 @@ def main() -> None:
             scores.append(balanced_accuracy_score(y[test], model.predict(x[test])))
             epochs.append(model.epochs_trained_)
             compiles.append(f"{counts['programs']}/{counts['cache_hits']}/{counts['compile_s']:.0f}s")
+        stored[name] = {"fit_seconds": [round(s, 2) for s in seconds], "epochs": epochs, "uar": statistics.mean(scores),
+                        "seconds_per_epoch": round(sum(seconds) / max(sum(epochs), 1), 3)}
         print(f"{name:12} fit s/fold median {statistics.median(seconds):6.1f} "
               f"(folds: {', '.join(f'{s:.0f}' for s in seconds)}); epochs {epochs}; "
               f"UAR {statistics.mean(scores):.3f}; compiled/cached/compile s per fit: {', '.join(compiles)}",
               flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"date": date.today().isoformat(), "device": str(jax.devices()[0]),
+                                         "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
+                                                 "cores", "commit": _commit(), "folds": args.folds,
+                                         "parameters": overrides, "budget": args.budget, "models": stored}, indent=2))
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _parse_param(item: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
