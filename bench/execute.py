@@ -21,6 +21,7 @@ from bench.records import RecordStore, package_versions
 from bench.suite import Suite, augment_for
 from bench.votes import vote_outcome
 from ser_models.ensembles import oof_digest, timed_fit
+from ser_models.feature_store import resident
 from ser_models.metrics import classification_metrics, roc_auc
 from ser_models.model_inputs import ModelInputs, job_data
 from ser_models.models import model_spec
@@ -65,6 +66,7 @@ def fit_and_predict(model: str, params: dict, seed: int, x_train, y_train, group
     records the seconds the fit took when it was trained, and `fit_reused`.
     """
     spec = model_spec(model)
+    x_train, x_test = resident(x_train), resident(x_test)  # stored utterance rows read here, in the worker
     tuned = None
     if tuning:
         tuned = tune(model, x_train, y_train, groups_train, n_trials=tuning["trials"], timeout=tuning.get("timeout"),

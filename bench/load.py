@@ -102,7 +102,7 @@ def load_features(options: RunOptions, corpus: str, spec: FeatureSpec | None = N
             raise BenchError(f"corpus {corpus!r}: no utterances left after the suite's label options")
     features = extract_features(
         manifest, spec or options.suite.features, cache_dir=options.cache_dir, n_jobs=options.jobs,
-        progress=options.progress, frames=frames,
+        progress=options.progress, frames=frames, store=options.feature_store,
     )
     features.skipped = manifest.attrs.get("skipped", []) + features.skipped
     if features.manifest.empty:
@@ -123,7 +123,8 @@ def _copies(options: RunOptions, corpus: str, features: FeatureSet) -> list[dict
         return copies_within(corpus, features)
     reference = extract_features(features.manifest, FeatureSpec(**{**asdict(options.suite.features),
                                                                    "feature_set": "librosa", "options": ()}),
-                                 cache_dir=options.cache_dir, n_jobs=options.jobs, progress=options.progress)
+                                 cache_dir=options.cache_dir, n_jobs=options.jobs, progress=options.progress,
+                                 store=options.feature_store)
     return copies_within(corpus, reference)
 
 
@@ -147,7 +148,7 @@ def training_copies(options: RunOptions, dataset: Dataset, fits: list[tuple[str,
     sets = [
         extract_features(dataset.features.manifest, dataset.spec, cache_dir=options.cache_dir,
                          n_jobs=options.jobs, progress=options.progress, augmentation=augmentation,
-                         frames=dataset.features.frames is not None)
+                         frames=dataset.features.frames is not None, store=options.feature_store)
         for augmentation in augmentations
     ]
     return sets, {fit: tuple(augmentations.index(a) for a in own) for fit, own in wanted.items()}

@@ -36,3 +36,4 @@ class RunOptions:
     save_models: bool = True  # refit and save each corpus' best model for `bench predict`
     storage: str | None = None  # Optuna storage URL (default: SQLite under results/<suite>/)
     scheduler: str | None = None  # Dask scheduler address: run the jobs on that cluster
+    feature_store: bool = True  # tables read from memory-mapped feature stores (False: every array in memory)

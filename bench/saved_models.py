@@ -17,6 +17,7 @@ import pandas as pd
 from bench.records import atomic_write_bytes, config_hash
 from ser_models.audio import AudioError
 from ser_models.feature_cache import FeatureSet
+from ser_models.feature_store import resident
 from ser_models.features import FeatureSpec, extract_file
 from ser_models.files import file_digest
 from ser_models.model_inputs import ModelInputs
@@ -61,6 +62,7 @@ def save_best_model(suite_folder: Path, corpus: str, model: str, params: dict, s
         log.warning("%s is damaged (its bytes are not the ones saved): it is saved again", path)
     rows = np.arange(len(features.manifest))
     x, y, groups, _ = inputs.training_set(model, rows, seed=seed)
+    x = resident(x)  # rows of a feature store read here; frames stay stored and are read a batch at a time
     built = model_spec(model)
     estimator = built.build(seed=seed, **params)
     estimator.fit(x, y, **({"groups": groups} if built.fit_groups else {}))

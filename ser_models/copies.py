@@ -44,13 +44,15 @@ def near_copy_pairs(a: np.ndarray, b: np.ndarray | None = None, *,
         if b is None:  # a row is no copy of itself
             squared[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
         nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
-        for offset, candidates in enumerate(nearest):
-            i = start + offset
-            distances = np.median(np.abs(zb[candidates] - za[i]), axis=1)
-            for j, distance in zip(candidates, distances, strict=True):
-                if distance <= threshold:
-                    pairs.add((min(i, j), max(i, j), round(float(distance), 4)) if b is None else
-                              (i, int(j), round(float(distance), 4)))
+        differences = np.abs(zb[nearest] - block[:, None, :])
+        # the median is at most the threshold only where half the differences are: count first, sort the few
+        close = (differences <= threshold).sum(axis=2) >= -(-za.shape[1] // 2)
+        for offset, column in zip(*np.nonzero(close), strict=True):
+            i, j = start + int(offset), int(nearest[offset, column])
+            median = np.median(differences[offset, column])  # float32, compared as before
+            if median <= threshold:
+                distance = round(float(median), 4)
+                pairs.add((min(i, j), max(i, j), distance) if b is None else (i, j, distance))
     return sorted((int(i), int(j), d) for i, j, d in pairs)
 
 

@@ -79,9 +79,15 @@ class MultiInput:
 
     @staticmethod
     def concatenate(parts: list[MultiInput]) -> MultiInput:
-        frames = None if parts[0].frames is None else FrameBatch.concatenate([p.frames for p in parts])
+        from ser_models.model_inputs import stack_blocks  # noqa: PLC0415  -- model_inputs builds on this module
+
+        frames = None if parts[0].frames is None else stack_blocks("frames", [p.frames for p in parts])
         others = {k: np.concatenate([p.other_functionals[k] for p in parts]) for k in parts[0].other_functionals}
-        return MultiInput(np.concatenate([p.functionals for p in parts]), frames, others)
+        return MultiInput(stack_blocks("functionals", [p.functionals for p in parts]), frames, others)
+
+    def resident(self) -> MultiInput:
+        """The utterance matrices read into memory (frames stay where they are: the frame models read batches)."""
+        return MultiInput(np.asarray(self.functionals), self.frames, self.other_functionals)
 
     def for_model(self, name: str):
         """The input that member `name` ("model" or "model@feature_set") reads."""
@@ -99,7 +105,7 @@ class MultiInput:
         if self.frames is None:
             raise ValueError(f"member {name!r} reads {kind} but the ensemble input has no frames")
         if kind == "fusion":
-            return FrameBatch(self.frames.values, self.frames.lengths, self.functionals)
+            return self.frames.with_utterance(self.functionals)
         return self.frames
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ser_models.augment import Augmentation
 from ser_models.extractors import UtteranceFeatures, option
+from ser_models.feature_store import RaggedFrames, is_complete, is_whole, open_functionals, read_meta, write_store
 from ser_models.features import (
     FeatureSpec,
     extract_signal,
@@ -98,6 +101,11 @@ class FeatureCache:
     def frames_entry(self, key: str) -> Path:
         return self.frames_folder / key[:2] / f"{key}.npz"
 
+    def has(self, key: str, frames: bool = True) -> bool:
+        """Whether entries for `key` exist (not whether they are whole: `load` checks that)."""
+        return self.entry(key).exists() and (not (frames or not self.separate_frames)
+                                             or self.frames_entry(key).exists())
+
     def load(self, key: str, frames: bool = True) -> UtteranceFeatures | None:
         """The cached features for `key` (with frames when asked), or None when absent or damaged.
 
@@ -154,15 +162,19 @@ class FeatureSet:
     frame_names: list[str]
     keys: list[str]  # content hashes, aligned with rows
     skipped: list[dict] = field(default_factory=list)  # {path, reason} for files that failed
+    store: str | None = None  # the feature store (ser_models.feature_store) the rows are read from, if any
+    store_rows: np.ndarray | None = None  # each row's row in the store
 
     def subset(self, rows: np.ndarray) -> FeatureSet:
         """The rows at positions `rows` (e.g. the utterances of some classes)."""
         rows = np.asarray(rows, dtype=int)
         return FeatureSet(
             manifest=self.manifest.iloc[rows].reset_index(drop=True), functionals=self.functionals[rows],
-            frames=None if self.frames is None else [self.frames[i] for i in rows],
+            frames=None if self.frames is None else
+            self.frames[rows] if isinstance(self.frames, RaggedFrames) else [self.frames[i] for i in rows],
             functional_names=self.functional_names,
             frame_names=self.frame_names, keys=[self.keys[i] for i in rows], skipped=list(self.skipped),
+            store=self.store, store_rows=None if self.store_rows is None else self.store_rows[rows],
         )
 
     @staticmethod
@@ -185,9 +197,11 @@ class FeatureSet:
 
 
 def _extract_chunk(paths: list[str], keys: list[str], cache: FeatureCache | None, spec: FeatureSpec, augmentation,
-                   frames: bool, plugins: tuple[str, ...] = ()) -> list[tuple[UtteranceFeatures | None, str | None]]:
+                   frames: bool, plugins: tuple[str, ...] = (), give_back: bool = True
+                   ) -> list[tuple[UtteranceFeatures | bool | None, str | None]]:
     """Features of a few files in one call of the extractor (a GPU encoder batches them), each cached; a file that
-    fails alone gets its reason, and a failing batch is retried file by file to find which."""
+    fails alone gets its reason, and a failing batch is retried file by file to find which. Without `give_back`
+    a file's features stay in the cache only (True in their place)."""
     ensure_plugins(plugins)  # a worker process: the parent's feature sets registered here too
     warm_numba_cache(spec, augmentation)
     out: list = [None] * len(paths)
@@ -209,7 +223,7 @@ def _extract_chunk(paths: list[str], keys: list[str], cache: FeatureCache | None
     for i, features in done.items():
         if cache is not None:
             cache.save(keys[i], features)
-        out[i] = (features, None)
+        out[i] = (features if give_back or cache is None else True, None)
     return out
 
 
@@ -222,11 +236,14 @@ def extract_features(
     progress: bool | None = None,
     augmentation: Augmentation | None = None,
     frames: bool = True,
+    store: bool = True,
 ) -> FeatureSet:
     """Extract (or read from the cache) the features of every file in `manifest`, optionally augmented.
 
     Files that cannot be read or analysed are left out and listed in `skipped`. `frames=False` skips a frame pass
-    that does not come free with the functionals (an openSMILE set's: `frames` is then None).
+    that does not come free with the functionals (an openSMILE set's: `frames` is then None). With a cache (and
+    `store`), the table is written once to a memory-mapped feature store beside it and read from there: the
+    frames are then a RaggedFrames, never all in memory; without, every array is in memory.
     """
     extractor = spec.extractor()
     frames = (frames or option(extractor, "frames_free")) and "frames" in option(extractor, "produces")
@@ -238,6 +255,9 @@ def extract_features(
             raise ValueError(f"the {spec.feature_set} feature set reads no audio, so it cannot make augmented "
                              f"copies ({augmentation.kind}); leave out the suite's augmentation for it")
         results = extractor.read_rows(manifest, frames=frames)
+    elif cache_dir is not None and store:
+        return _stored_features(manifest, keys, spec, augmentation, frames=frames, cache_dir=Path(cache_dir),
+                                n_jobs=n_jobs, progress=progress)
     else:
         results = _extract_all(paths, keys, stored_spec(spec), augmentation, frames=frames, cache_dir=cache_dir,
                                n_jobs=n_jobs, progress=progress)
@@ -258,11 +278,77 @@ def extract_features(
     )
 
 
+def _stored_features(manifest: pd.DataFrame, keys: list[str], spec: FeatureSpec, augmentation, *, frames: bool,
+                     cache_dir: Path, n_jobs: int, progress: bool | None) -> FeatureSet:
+    """The table from its feature store, which is built first (from the cache, extracting what it lacks) unless a
+    store of exactly these contents, spec, augmentation and frame choice is there."""
+    paths = manifest["path"].tolist()
+    identity = json.dumps([spec.key(), augmentation.key() if augmentation else None, frames, keys])
+    folder = cache_dir / "stores" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    with FileLock(f"{folder}.lock"):
+        if is_complete(folder) and not is_whole(folder):
+            log.warning("feature store %s is damaged (a file is missing or truncated): rebuilding it from the cache",
+                        folder)
+            shutil.rmtree(folder)
+        if not is_complete(folder):
+            _build_store(folder, paths, keys, spec, augmentation, frames=frames, cache_dir=cache_dir, n_jobs=n_jobs,
+                         progress=progress)
+    meta = read_meta(folder)
+    unusable = set(meta["unusable"])
+    kept = [row for row in range(meta["rows"]) if row not in unusable]
+    ok = [meta["manifest_rows"][row] for row in kept]
+    skipped = [{"path": paths[i], "reason": reason} for i, reason in sorted(meta["skipped"])]
+    for item in skipped:
+        log.warning("skipped %s: %s", item["path"], item["reason"])
+    functionals = open_functionals(folder)
+    return FeatureSet(
+        manifest=manifest.iloc[ok].reset_index(drop=True),
+        functionals=functionals if len(kept) == meta["rows"] else functionals[kept],
+        frames=(RaggedFrames(folder, np.asarray(kept, dtype=np.int64)) if kept else []) if frames else None,
+        functional_names=spec.functional_names(), frame_names=spec.frame_names(), keys=[keys[i] for i in ok],
+        skipped=skipped, store=str(folder), store_rows=np.asarray(kept, dtype=np.int64),
+    )
+
+
+def _build_store(folder: Path, paths: list[str], keys: list[str], spec: FeatureSpec, augmentation, *, frames: bool,
+                 cache_dir: Path, n_jobs: int, progress: bool | None) -> None:
+    """Extract what the cache lacks (kept in the cache, not in memory), then stream every usable file's features
+    from the cache into the store in manifest order. An entry found damaged now is extracted again in this
+    process; a file that still fails is marked unusable in the store (skipped, with its reason)."""
+    stored = stored_spec(spec)
+    results = _extract_all(paths, keys, stored, augmentation, frames=frames, cache_dir=cache_dir, n_jobs=n_jobs,
+                           progress=progress, give_back=False)
+    skipped = [[i, reason] for i, (r, reason) in enumerate(results) if r is None]
+    rows = [i for i, (r, _) in enumerate(results) if r is not None]
+    cache, unusable = FeatureCache(cache_dir, stored, augmentation), []
+
+    def features():
+        for position, i in enumerate(rows):
+            found = cache.load(keys[i], frames)
+            if found is None:  # damaged since: once more, here
+                (found, reason), = _extract_chunk([paths[i]], [keys[i]], cache, stored, augmentation, frames)
+                if found is None:
+                    unusable.append(position)
+                    skipped.append([i, reason])
+                    yield np.zeros(len(spec.functional_names()), np.float32), \
+                        np.zeros((0, len(spec.frame_names())), np.float16) if frames else None
+                    continue
+            yield view_functionals(spec, found.functionals[None])[0], found.frames if frames else None
+
+    write_store(folder, features(), n_rows=len(rows), n_functionals=len(spec.functional_names()),
+                info={"manifest_rows": rows, "unusable": unusable, "skipped": skipped})
+
+
 def _extract_all(paths: list[str], keys: list[str], spec: FeatureSpec, augmentation, *, frames: bool, cache_dir,
-                 n_jobs: int, progress: bool | None) -> list[tuple[UtteranceFeatures | None, str | None]]:
-    """(features, None) or (None, reason) per path: cached entries read, the rest extracted in parallel chunks."""
+                 n_jobs: int, progress: bool | None, give_back: bool = True
+                 ) -> list[tuple[UtteranceFeatures | bool | None, str | None]]:
+    """(features, None) or (None, reason) per path: cached entries read, the rest extracted in parallel chunks.
+    Without `give_back` nothing is read: (True, None) for a file whose entries are cached (whole or not)."""
     cache = FeatureCache(cache_dir, spec, augmentation) if cache_dir is not None else None
-    results = [(cache.load(k, frames) if cache else None, None) for k in keys]
+    if give_back or cache is None:
+        results = [(cache.load(k, frames) if cache else None, None) for k in keys]
+    else:
+        results = [(True if cache.has(k, frames) else None, None) for k in keys]
     todo = [i for i, (r, _) in enumerate(results) if r is None]
     if not todo:
         return results
@@ -270,7 +356,7 @@ def _extract_all(paths: list[str], keys: list[str], spec: FeatureSpec, augmentat
     size = max(1, int(option(spec.extractor(), "batch_size")))
     chunks = [todo[start:start + size] for start in range(0, len(todo), size)]
     jobs = (delayed(_extract_chunk)([paths[i] for i in chunk], [keys[i] for i in chunk], cache, spec, augmentation,
-                                    frames, loaded_plugins()) for chunk in chunks)
+                                    frames, loaded_plugins(), give_back) for chunk in chunks)
     label = f"features ({augmentation.kind})" if augmentation else "features"
     bar = tqdm(total=len(todo), desc=label, unit="file", disable=None if progress is None else not progress)
     finished = 0

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ser_models.ensembles import MultiInput, member_feature_set
 from ser_models.feature_cache import FeatureSet
+from ser_models.feature_store import StoredFrames, StoredRows, resident_copy
 from ser_models.models import model_spec
 from ser_models.models.frames import DEFAULT_MAX_FRAMES, FrameBatch, pad_frames
 from ser_models.protocols import SpeakerLeakError, assert_speaker_disjoint
@@ -39,6 +40,29 @@ MODEL_INPUTS = {
 }
 STACK_INPUTS = {"functionals": np.concatenate, "frames": FrameBatch.concatenate, "fusion": FrameBatch.concatenate,
                 "layers": np.concatenate, "multi": MultiInput.concatenate, "multi_functionals": MultiInput.concatenate}
+
+
+def _stored_rows(features: FeatureSet, name: str) -> StoredRows:
+    width = len(features.functional_names) if name == "functionals" else len(features.frame_names)
+    return StoredRows.of(features.store, features.store_rows, width)
+
+
+# The kinds read from a feature store: the rows travel as the store's folder and row numbers, read in the worker.
+STORED_INPUTS = {
+    "functionals": lambda features: _stored_rows(features, "functionals"),
+    "frames": lambda features: StoredFrames(_stored_rows(features, "frames"), DEFAULT_MAX_FRAMES),
+    "fusion": lambda features: StoredFrames(_stored_rows(features, "frames"), DEFAULT_MAX_FRAMES,
+                                            _stored_rows(features, "functionals")),
+}
+
+
+def stack_blocks(kind: str, blocks: list):
+    """Row blocks of one input kind as one: stored blocks stay stored; a mix is read into memory first."""
+    if all(isinstance(b, StoredRows) for b in blocks):
+        return StoredRows.concatenate(blocks)
+    if all(isinstance(b, StoredFrames) for b in blocks):
+        return StoredFrames.concatenate(blocks)
+    return STACK_INPUTS[kind]([resident_copy(b) for b in blocks])
 GENDER_CODES = {"female": 0.0, "male": 1.0}
 
 
@@ -93,6 +117,9 @@ class ModelInputs:
             if kind in ("frames", "fusion") and features.frames is None:
                 raise ModelInputError(f"{kind} models need frame features, which were not extracted for this "
                                       f"feature set ({features.functional_names[0]}, ...)")
+            if features.store is not None and not self.gender_input and kind in STORED_INPUTS:
+                self._built[(kind, index)] = STORED_INPUTS[kind](features)
+                return self._built[(kind, index)]
             vectors = features.functionals
             if self.gender_input:
                 vectors = np.hstack([vectors, gender_column(features.manifest)])
@@ -138,7 +165,7 @@ class ModelInputs:
             sources.append(train[keep])
         source = np.concatenate(sources)
         manifest = self.features.manifest
-        x = STACK_INPUTS[kind](blocks) if len(blocks) > 1 else blocks[0]
+        x = stack_blocks(kind, blocks) if len(blocks) > 1 else blocks[0]
         return x, manifest[self.target].to_numpy()[source], manifest["speaker"].to_numpy()[source], source
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 from conftest import write_tone
 
@@ -30,8 +32,13 @@ def test_damaged_entry_is_recomputed(synthetic_manifest, cache_dir):
     cache = FeatureCache(cache_dir, FeatureSpec())
     damaged = cache.entry(first.keys[1])
     damaged.write_bytes(damaged.read_bytes()[:100])  # truncated, as by a kill mid-write without atomicity
-    again = extract_features(subset, cache_dir=cache_dir)
+    again = extract_features(subset, cache_dir=cache_dir, store=False)  # read from the cache entries
     np.testing.assert_array_equal(first.functionals, again.functionals)
+    assert cache.load(first.keys[1]) is not None
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    shutil.rmtree(cache_dir / "stores")  # a store built again reads every entry: the damaged one is redone
+    rebuilt = extract_features(subset, cache_dir=cache_dir)
+    np.testing.assert_array_equal(first.functionals, np.asarray(rebuilt.functionals))
     assert cache.load(first.keys[1]) is not None
 
 

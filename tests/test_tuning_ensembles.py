@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -129,19 +135,47 @@ def test_bad_tuning_budget_is_a_suite_error():
         parse_suite({"corpora": ["synthetic"], "models": ["svm"], "tuning": {"svm": {"trails": 3}}}, default_name="x")
 
 
-def test_dask_cluster_gives_the_same_records(tmp_path):
+@contextlib.contextmanager
+def dask_cluster(folder: Path, workers: int = 2):
+    """A scheduler and `workers` worker processes on loopback, each started as its own command as a user would
+    (`dask scheduler`, then `dask worker` per machine); stopped on exit."""
     distributed = pytest.importorskip("dask.distributed", reason="the dask extra is not installed")
-    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "random_forest"], "corpus_options": CORPUS,
-                         "protocol_options": FOLDS},
+    address_file = folder / "scheduler.json"
+    common = ["--no-dashboard", "--host", "127.0.0.1", "--scheduler-file", str(address_file)]
+    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0", *common],
+                                  cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(600):  # up to 60 s for the scheduler to write its address
+            if address_file.exists() and address_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        processes += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1",
+                                        "--nworkers", "1", *common], cwd=folder, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL) for _ in range(workers)]
+        with distributed.Client(scheduler_file=str(address_file), timeout=60) as client:
+            client.wait_for_workers(workers, timeout=120)
+            yield client.scheduler.address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_a_dask_cluster_of_separate_processes_reads_the_feature_store_and_gives_the_local_records(tmp_path):
+    """The workers read their rows from the feature store under the shared cache folder; the local run keeps every
+    array in memory: the same records, a frame model's curves included."""
+    suite = parse_suite({"corpora": ["synthetic"], "models": ["logreg", "cnn"], "corpus_options": CORPUS,
+                         "protocol_options": FOLDS, "budget": 0.05, "model_params": {"cnn": {"refit_networks": 1}}},
                         default_name="dask")
-    local = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "local", cache_dir=tmp_path / "c",
-                                 progress=False, jobs=1))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = run_suite(RunOptions(suite=suite, results_dir=tmp_path / "dask", cache_dir=tmp_path / "c",
-                                      progress=False, scheduler=cluster.scheduler_address))
+    options = {"suite": suite, "cache_dir": tmp_path / "c", "progress": False, "save_models": False}
+    local = run_suite(RunOptions(**options, results_dir=tmp_path / "local", jobs=1, feature_store=False))
+    with dask_cluster(tmp_path) as address:
+        remote = run_suite(RunOptions(**options, results_dir=tmp_path / "dask", scheduler=address))
+    assert list((tmp_path / "c" / "stores").iterdir())  # the cluster run read a store
 
     def rows(summary):
-        return {r["config_hash"]: (r["uar"], r["confusion"], r["test_speakers"])
+        return {r["config_hash"]: (r["uar"], r["confusion"], r["test_speakers"], r["curves"])
                 for r in RecordStore(summary.folder).load()}
 
     assert remote.trained == local.trained == 4 and rows(remote) == rows(local)

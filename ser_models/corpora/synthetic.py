@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from joblib import Parallel, delayed
 from scipy.signal import lfilter
 
 from ser_models.corpora.registry import CorpusInfo, register_corpus
@@ -147,8 +148,17 @@ def synthesise(speaker: dict, profile: EmotionProfile, rng: np.random.Generator)
     return np.clip(signal, -0.99, 0.99).astype(np.float32)
 
 
-def generate_synthetic(folder: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Write the corpus into `folder` unless the same configuration is already there."""
+def _write_speaker(folder: Path, config: SyntheticConfig, s_index: int, speaker: dict) -> None:
+    for e_index, emotion in enumerate(config.emotions):
+        for k in range(config.utterances_per_emotion):
+            rng = np.random.default_rng([config.seed, s_index, e_index, k])
+            audio = synthesise(speaker, PROFILES[emotion], rng)
+            sf.write(folder / f"{speaker['id']}_{emotion}_{k:02d}.wav", audio, RATE, subtype="PCM_16")
+
+
+def generate_synthetic(folder: str | Path, config: SyntheticConfig = SyntheticConfig(), n_jobs: int = 1) -> Path:
+    """Write the corpus into `folder` unless the same configuration is already there (`n_jobs` processes write
+    speakers side by side; the files are the same whatever their number)."""
     folder = Path(folder)
     marker = folder / "corpus.json"
     if marker.exists() and json.loads(marker.read_text()) == config.marker():
@@ -158,12 +168,7 @@ def generate_synthetic(folder: str | Path, config: SyntheticConfig = SyntheticCo
         stale.unlink()
     root_rng = np.random.default_rng(config.seed)
     speakers = [_speaker_traits(i, root_rng) for i in range(config.n_speakers)]
-    for s_index, speaker in enumerate(speakers):
-        for e_index, emotion in enumerate(config.emotions):
-            for k in range(config.utterances_per_emotion):
-                rng = np.random.default_rng([config.seed, s_index, e_index, k])
-                audio = synthesise(speaker, PROFILES[emotion], rng)
-                sf.write(folder / f"{speaker['id']}_{emotion}_{k:02d}.wav", audio, RATE, subtype="PCM_16")
+    Parallel(n_jobs=n_jobs)(delayed(_write_speaker)(folder, config, i, speaker) for i, speaker in enumerate(speakers))
     marker.write_text(json.dumps(config.marker()))  # written last: a half-made corpus is regenerated
     return folder
 

@@ -16,15 +16,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 
-from ser_models.models.architectures import ARCHITECTURES, N_MELS_IN_FRAMES, pool_frames, pooling_architectures
-from ser_models.models.frames import FrameBatch
-from ser_models.models.keras_runtime import keras_module
+from ser_models.models.architectures import ARCHITECTURES, N_MELS_IN_FRAMES, pooling_architectures
+from ser_models.models.keras_runtime import keras_module, own_random_draws, seed_keras
+from ser_models.models.network_inputs import PREDICT_ROWS, NetworkInputs
 from ser_models.models.recipe import BEST_EPOCH, FRAME_RECIPE, RECIPE_SWITCHES, check_choices
 from ser_models.models.registry import register_model
 from ser_models.models.training import (
     best_epoch,
     class_covering_draw,
     network_seed,
+    ordered_batches,
     tie_breaking_early_stopping,
     training_batches,
     uar_metric,
@@ -35,7 +36,7 @@ from ser_models.protocols import assert_speaker_disjoint
 log = logging.getLogger(__name__)
 
 
-class DeepClassifier(ClassifierMixin, BaseEstimator):
+class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
     """A Keras network trained with speaker-held-out early stopping; scikit-learn API.
 
     `fit(X, y, groups=speakers)`: X is a 2-D array (utterance functionals) for
@@ -78,42 +79,6 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.validation_draw = validation_draw
         self.precision = precision
         self.seed = seed
-
-    # -- data plumbing
-    def _frame_values(self, X: FrameBatch) -> np.ndarray:
-        """Frame values, each utterance standardised over its own real frames when `utterance_norm`."""
-        values = X.values.astype(np.float32)
-        if not self.utterance_norm:
-            return values
-        mask = X.mask()[:, :, None]
-        count = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
-        mean = (values * mask).sum(axis=1, keepdims=True) / count
-        std = np.sqrt((((values - mean) * mask) ** 2).sum(axis=1, keepdims=True) / count)
-        return (values - mean) / np.maximum(std, 1e-3) * mask
-
-    def _arrays(self, X) -> list[np.ndarray]:
-        if isinstance(X, FrameBatch):
-            values = (self._frame_values(X) - self.mean_) / self.scale_
-            arrays = list(pool_frames(values, X.mask(), self.frame_pool))
-            if X.utterance is not None:  # fusion: the utterance statistics, scaled by training rows too
-                vectors = np.asarray(X.utterance, dtype=np.float32)
-                arrays.append((vectors - self.utterance_mean_) / self.utterance_scale_)
-            return arrays
-        return [((np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_)]
-
-    def _fit_scaler(self, X) -> None:
-        """Standardisation statistics from the rows given (the training rows only)."""
-        if isinstance(X, FrameBatch):
-            mask = X.mask().astype(bool)
-            real = self._frame_values(X)[mask].astype(np.float64)  # training frames only, padding excluded
-            if X.utterance is not None:
-                vectors = np.asarray(X.utterance, dtype=np.float64)
-                self.utterance_mean_ = vectors.mean(axis=0).astype(np.float32)
-                self.utterance_scale_ = np.maximum(vectors.std(axis=0), 1e-6).astype(np.float32)
-        else:
-            real = np.asarray(X, dtype=np.float64)
-        self.mean_ = real.mean(axis=0).astype(np.float32)
-        self.scale_ = np.maximum(real.std(axis=0), 1e-6).astype(np.float32)
 
     def _split_validation(self, targets: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
         n_rows = len(targets)
@@ -208,17 +173,20 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{self.architecture!r} does not pool frame statistics; "
                              f"pooling applies to {pooling_architectures()}")
         keras = keras_module()
-        keras.utils.set_random_seed(self.seed)
+        with own_random_draws():
+            return self._fit(keras, X, y, groups)
+
+    def _fit(self, keras, X, y, groups):
+        seed_keras(keras, self.seed)
         self.validation_speakers_ = []
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
         targets = self.encoder_.transform(y)
         train, val = self._split_validation(targets, groups)
-        self._fit_scaler(X[train])
-        arrays = self._arrays(X)
-        self.input_shapes_ = [a.shape[1:] for a in arrays]
+        self._fit_scaler(X, train)
+        self.input_shapes_ = [a.shape[1:] for a in self._rows(X, train[:1])]
         self.model_ = self._network(self.input_shapes_, len(self.classes_))
-        history = self._train(keras, arrays, targets, train, val, self.epochs)
+        history = self._train(keras, X, targets, train, val, self.epochs)
         self.extra_models_ = []
         if self.refit_full and len(val):
             # The held-out speakers chose the epoch count; now train afresh on every training speaker: one network,
@@ -230,9 +198,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             networks = [self.model_] if self.keep_validation_network else []
             for index in range(len(networks), max(1, int(self.refit_networks))):
                 seed = network_seed(self.seed, index)
-                keras.utils.set_random_seed(seed)
+                seed_keras(keras, seed)
                 self.model_ = self._network(self.input_shapes_, len(self.classes_))
-                self._train(keras, arrays, targets, everyone, np.array([], dtype=int), best, seed=seed, rates=rates)
+                self._train(keras, X, targets, everyone, np.array([], dtype=int), best, seed=seed, rates=rates)
                 networks.append(self.model_)
             self.model_, self.extra_models_ = networks[0], networks[1:]
             history["refit_epochs"] = [float(best)]
@@ -248,18 +216,21 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         # the history logs each epoch's rate after the plateau callback, i.e. the rate of the next epoch
         return [float(self.learning_rate), *history.get("learning_rate", [])][:epochs]
 
-    def _train(self, keras, arrays, targets, train, val, epochs: int, seed: int | None = None,
+    def _train(self, keras, X, targets, train, val, epochs: int, seed: int | None = None,
                rates: list[float] | None = None) -> dict[str, list[float]]:
         weights = compute_class_weight("balanced", classes=np.unique(targets[train]), y=targets[train])
         class_weight = np.zeros(len(self.classes_), dtype=np.float32)
         class_weight[np.unique(targets[train])] = weights
         one_hot = self._one_hot()
+        def read(rows):
+            return self._rows(X, rows)
+
         batches = training_batches(keras)(
-            [a[train] for a in arrays], targets[train], class_weight, self.batch_size,
+            read, train, targets[train], class_weight, self.batch_size,
             augment=self._augment, seed=self.seed if seed is None else seed, one_hot=one_hot, mix=self._mix,
         )
         val_targets = np.eye(len(self.classes_), dtype=np.float32)[targets[val]] if one_hot else targets[val]
-        validation = ([a[val] for a in arrays], val_targets) if len(val) else None
+        validation = ordered_batches(keras)(read, val, val_targets) if len(val) else None
         callbacks = []
         if self.schedule == "cosine":
             callbacks.append(keras.callbacks.LearningRateScheduler(self._cosine(epochs)))
@@ -298,9 +269,13 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         return rate
 
     def predict_proba(self, X) -> np.ndarray:
-        arrays = self._arrays(X)
-        probabilities = np.mean([np.asarray(network.predict(arrays, batch_size=256, verbose=0), dtype=np.float64)
-                                 for network in [self.model_, *self.extra_models_]], axis=0)
+        """Class probabilities, the networks' mean; rows read PREDICT_ROWS at a time, predicted 256 at a time."""
+        parts = []
+        for start in range(0, len(X), PREDICT_ROWS):
+            arrays = self._rows(X, np.arange(start, min(len(X), start + PREDICT_ROWS)))
+            parts.append(np.mean([np.asarray(network.predict(arrays, batch_size=256, verbose=0), dtype=np.float64)
+                                  for network in [self.model_, *self.extra_models_]], axis=0))
+        probabilities = np.concatenate(parts) if parts else np.zeros((0, len(self.classes_)))
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:

@@ -36,6 +36,13 @@ class FrameBatch:
         return FrameBatch(np.concatenate([b.values for b in batches]), np.concatenate([b.lengths for b in batches]),
                           utterance)
 
+    def with_utterance(self, utterance: np.ndarray | None) -> FrameBatch:
+        return FrameBatch(self.values, self.lengths, utterance)
+
+    def read(self, rows=None) -> FrameBatch:
+        """The rows asked for (all when None), in memory: the interface of a stored batch (StoredFrames)."""
+        return self if rows is None else self[rows]
+
     def mask(self) -> np.ndarray:
         """(n, max_frames) float32: 1 on real frames, 0 on padding."""
         return (np.arange(self.values.shape[1])[None, :] < self.lengths[:, None]).astype(np.float32)

@@ -6,14 +6,13 @@ import contextlib
 import functools
 import logging
 import os
+import random
 from pathlib import Path
 
 from ser_models.feature_cache import default_cache_dir
 from ser_models.models.cpu_threads import limit_xla_threads
 
 log = logging.getLogger(__name__)
-
-
 
 XLA_CACHE_MAX_BYTES = 1 << 30  # beyond this the least recently used compiled programs are dropped
 XLA_CACHE_ENV = "SER_BENCH_XLA_CACHE"
@@ -93,3 +92,30 @@ def keras_module():
             "ser-bench's deep models need JAX: unset KERAS_BACKEND or import ser_models first"
         )
     return keras
+
+
+@contextlib.contextmanager
+def own_random_draws():
+    """Inside, what Keras draws from Python's global `random` (the seeds of layers built without one, the order of
+    a PyDataset's batches) comes from the generator `seed_keras` gives it: other threads of a process draw from the
+    global one too (a Dask worker's), and a fit's weights then depended on them. Restored on the way out, so that
+    `keras.utils.set_random_seed` outside a fit works as Keras documents it."""
+    from keras.src.random import seed_generator
+    from keras.src.trainers.data_adapters import py_dataset_adapter
+
+    saved = seed_generator.python_random, py_dataset_adapter.random
+    try:
+        yield
+    finally:
+        seed_generator.python_random, py_dataset_adapter.random = saved
+
+
+def seed_keras(keras, seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)`, and Keras' draws from `random` from a generator seeded alike: the same
+    draws, in the same order, as from the global one where nothing else draws. Call it inside `own_random_draws`,
+    which puts Keras' own generator back."""
+    from keras.src.random import seed_generator
+    from keras.src.trainers.data_adapters import py_dataset_adapter
+
+    keras.utils.set_random_seed(seed)
+    seed_generator.python_random = py_dataset_adapter.random = random.Random(seed)

@@ -45,11 +45,12 @@ def class_covering_draw(chosen: np.ndarray, rng: np.random.Generator, targets, g
 
 def training_batches(keras):
     class TrainingBatches(keras.utils.PyDataset):
-        """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights."""
+        """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights.
+        `read(rows)` gives the network inputs of those rows of `rows`' source, so only a batch is in memory."""
 
-        def __init__(self, arrays, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None):
+        def __init__(self, read, rows, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None):
             super().__init__()
-            self.arrays, self.targets, self.class_weight = arrays, targets, class_weight
+            self.read, self.rows, self.targets, self.class_weight = read, rows, targets, class_weight
             self.batch_size, self.augment = batch_size, augment
             self.one_hot, self.mix = one_hot, mix
             self.rng = np.random.default_rng(seed)
@@ -60,7 +61,7 @@ def training_batches(keras):
 
         def __getitem__(self, index):
             rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-            inputs = self.augment([a[rows] for a in self.arrays], self.rng)
+            inputs = self.augment(self.read(self.rows[rows]), self.rng)
             labels = self.targets[rows]
             weights = self.class_weight[labels]
             if self.one_hot:
@@ -74,6 +75,24 @@ def training_batches(keras):
 
     return TrainingBatches
 
+
+def ordered_batches(keras):
+    class OrderedBatches(keras.utils.PyDataset):
+        """`rows` in order, `batch_size` at a time (the last batch shorter), read when asked: validation data with
+        the batches Keras makes of arrays (32 rows), read one batch at a time."""
+
+        def __init__(self, read, rows, targets, batch_size: int = 32):
+            super().__init__()
+            self.read, self.rows, self.targets, self.batch_size = read, rows, targets, batch_size
+
+        def __len__(self):
+            return int(np.ceil(len(self.rows) / self.batch_size))
+
+        def __getitem__(self, index):
+            part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+            return tuple(self.read(self.rows[part])), self.targets[part]
+
+    return OrderedBatches
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str, ties: str = "first") -> int:
