@@ -101,3 +101,21 @@ def test_a_file_that_cannot_be_read_is_skipped_in_the_store_as_in_memory(synthet
     assert [s["path"] for s in stored.skipped] == [s["path"] for s in memory.skipped] == [str(broken)]
     assert stored.manifest.equals(memory.manifest)
     assert np.array_equal(np.asarray(stored.functionals), memory.functionals)
+
+
+def test_the_frame_scaler_read_in_chunks_agrees_with_one_read(tables, monkeypatch):
+    """A corpus too large for one read is standardised chunk by chunk: the same statistics (to float32)."""
+    from ser_models.models import network_inputs
+    from ser_models.models.deep import DeepClassifier
+
+    stored, _, _ = tables
+    frames = ModelInputs(stored).test_set("cnn", np.arange(len(stored.manifest)))
+    rows = np.arange(len(frames))
+    whole = DeepClassifier()
+    whole._fit_scaler(frames, rows)
+    monkeypatch.setattr(network_inputs, "SCALER_VALUES", 20_000)  # a few utterances per chunk
+    assert len(network_inputs._chunks(rows, frames.lengths * frames.shape[2], 20_000)) > 10
+    chunked = DeepClassifier()
+    chunked._fit_scaler(frames, rows)
+    np.testing.assert_allclose(chunked.mean_, whole.mean_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(chunked.scale_, whole.scale_, rtol=1e-5)

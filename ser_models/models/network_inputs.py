@@ -8,13 +8,25 @@ import numpy as np
 from ser_models.models.architectures import pool_frames
 from ser_models.models.frames import FrameBatch
 
-SCALER_ROWS = 4096  # utterances read at a time to fit the frame scaler
+SCALER_VALUES = 1 << 27  # real frame values read at a time to fit the frame scaler (float64: 1 GiB; every
+# committed frame row, copies included, fits one chunk)
 PREDICT_ROWS = 4096  # and to predict (a multiple of the 256 rows predicted at once)
 
 
 def reads_frames(X) -> bool:
     """A frame input: a FrameBatch in memory or one read from a feature store (both have `read(rows)`)."""
     return hasattr(X, "read") and hasattr(X, "lengths")
+
+
+def _chunks(rows: np.ndarray, sizes: np.ndarray, budget: int) -> list[np.ndarray]:
+    """`rows` in consecutive chunks whose `sizes` add up to at most `budget` (a row larger than it alone)."""
+    chunks, start, filled = [], 0, 0
+    for end, size in enumerate(sizes):
+        if filled + size > budget and end > start:
+            chunks.append(rows[start:end])
+            start, filled = end, 0
+        filled += int(size)
+    return [*chunks, rows[start:]] if len(rows) else []
 
 
 def _summed(blocks) -> tuple[np.ndarray, int]:
@@ -56,23 +68,29 @@ class NetworkInputs:
         return [((np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_)]
 
     def _fit_scaler(self, X, rows: np.ndarray) -> None:
-        """Standardisation statistics from `rows` (the training rows only); frames are read SCALER_ROWS
-        utterances at a time, summed in float64 (one read for a corpus the size of RAVDESS: numpy's mean and std)."""
+        """Standardisation statistics from `rows` (the training rows only). Frames are read in chunks of at most
+        SCALER_VALUES real values, summed in float64: one chunk for a corpus the size of RAVDESS, where this is
+        numpy's mean and std of all training frames to the last bit."""
         if not reads_frames(X):
             real = np.asarray(X[rows], dtype=np.float64)
             self.mean_ = real.mean(axis=0).astype(np.float32)
             self.scale_ = np.maximum(real.std(axis=0), 1e-6).astype(np.float32)
             return
-        chunks = [rows[start:start + SCALER_ROWS] for start in range(0, len(rows), SCALER_ROWS)]
+        chunks = _chunks(rows, np.asarray(X.lengths)[rows] * X.shape[2], SCALER_VALUES)
 
         def real_frames():  # training frames only, padding excluded
             for chunk in chunks:
                 batch = X.read(chunk)
                 yield self._frame_values(batch)[batch.mask().astype(bool)].astype(np.float64)
 
+        def squared_deviations(mean):  # in place, as numpy's std computes them
+            for real in real_frames():
+                np.subtract(real, mean, out=real)
+                yield np.multiply(real, real, out=real)
+
         total, count = _summed(real_frames())
         mean = total / count
-        squares, _ = _summed((real - mean) * (real - mean) for real in real_frames())
+        squares, _ = _summed(squared_deviations(mean))
         self.mean_ = mean[0].astype(np.float32)
         self.scale_ = np.maximum(np.sqrt(squares / count)[0], 1e-6).astype(np.float32)
         if X.utterance is not None:
