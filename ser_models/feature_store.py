@@ -4,6 +4,7 @@ arrays (`StoredRows`, `StoredFrames`); a worker reads the rows it needs, one bat
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -88,31 +89,40 @@ def open_functionals(folder: Path) -> np.ndarray:
     return np.load(Path(folder) / "functionals.npy", mmap_mode="r")
 
 
+@functools.lru_cache(maxsize=64)
+def _opened_frames(folder: str, stamp: int | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(frame width, offsets, memory-mapped frames) of a store, opened once per process and store version (`stamp`:
+    its metadata's mtime, so a rebuilt store is opened afresh): a frame model reads a batch at a time."""
+    meta = read_meta(Path(folder))
+    if meta["frame_features"] is None:
+        raise StoreError(f"feature store {folder} holds no frames")
+    width = int(meta["frame_features"])
+    offsets = np.load(Path(folder) / _OFFSETS)
+    size = os.path.getsize(Path(folder) / _FRAMES)
+    if size != int(offsets[-1]) * width * 2:
+        raise StoreError(f"feature store {folder}: {_FRAMES} has {size} bytes, not what its offsets say; "
+                         f"delete the folder and run again")
+    values = np.memmap(Path(folder) / _FRAMES, dtype=np.float16, mode="r", shape=(int(offsets[-1]), width)) \
+        if size else np.zeros((0, width), np.float16)
+    return width, offsets, values
+
+
 class RaggedFrames(Sequence):
     """The frame matrices of some rows of a store, read from the memory map when asked (a list of arrays to the
     code that iterates or indexes it). Pickles as its folder and row numbers."""
 
     def __init__(self, folder: str | Path, rows: np.ndarray | None = None):
         self.folder = str(folder)
-        meta = read_meta(Path(folder))
-        if meta["frame_features"] is None:
-            raise StoreError(f"feature store {folder} holds no frames")
-        self.n_features = int(meta["frame_features"])
-        self.rows = np.arange(meta["rows"]) if rows is None else np.asarray(rows, dtype=np.int64)
         self._open()
+        self.rows = np.arange(len(self.offsets) - 1) if rows is None else np.asarray(rows, dtype=np.int64)
 
     def _open(self) -> None:
-        self.offsets = np.load(Path(self.folder) / _OFFSETS)
-        size = os.path.getsize(Path(self.folder) / _FRAMES)
-        if size != int(self.offsets[-1]) * self.n_features * 2:
-            raise StoreError(f"feature store {self.folder}: {_FRAMES} has {size} bytes, not what its offsets say; "
-                             f"delete the folder and run again")
-        self.values = np.memmap(Path(self.folder) / _FRAMES, dtype=np.float16, mode="r",
-                                shape=(int(self.offsets[-1]), self.n_features)) if size else \
-            np.zeros((0, self.n_features), np.float16)
+        meta = Path(self.folder) / _META
+        stamp = meta.stat().st_mtime_ns if meta.exists() else None
+        self.n_features, self.offsets, self.values = _opened_frames(self.folder, stamp)
 
     def __getstate__(self) -> dict:
-        return {"folder": self.folder, "rows": self.rows, "n_features": self.n_features}
+        return {"folder": self.folder, "rows": self.rows}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
