@@ -15,35 +15,87 @@ import numpy as np
 NEAR_COPY_DISTANCE = 0.12
 _CANDIDATES = 10  # nearest rows by Euclidean distance, then checked by the median
 _BLOCK = 512
+# From this many rows compared on, the nearest rows come from a graph index (HNSW, faiss), not from every distance:
+# its cost per row grows with the logarithm of the rows, not with the rows (bench/benchmarks/scaling.md).
+INDEX_ROWS = 5_000
 
 
 def _scaled(rows: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return np.clip(np.nan_to_num((rows - centre) / scale), -20.0, 20.0).astype(np.float32)
+    """Rows in interquartile ranges from the median, clipped, as float32 (computed in float64, 4,096 rows at a time)."""
+    scaled = np.empty(rows.shape, dtype=np.float32)
+    for start in range(0, len(rows), 4096):
+        block = np.asarray(rows[start:start + 4096], dtype=np.float64)
+        scaled[start:start + 4096] = np.clip(np.nan_to_num((block - centre) / scale), -20.0, 20.0)
+    return scaled
 
 
-def near_copy_pairs(a: np.ndarray, b: np.ndarray | None = None, *,
-                    threshold: float = NEAR_COPY_DISTANCE) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, distance) of a row of `a` and a row of `b` (or two rows of `a`, i < j) that hold nearly the same
-    audio: the median |difference| of their functionals, scaled by the interquartile range of all rows compared, is
-    at most `threshold`."""
-    a = np.asarray(a, dtype=np.float64)
-    other = a if b is None else np.asarray(b, dtype=np.float64)
-    if len(a) == 0 or len(other) == 0 or (b is None and len(a) < 2):
-        return []
-    pooled = a if b is None else np.vstack([a, other])
-    centre = np.median(pooled, axis=0)
-    scale = np.subtract(*np.percentile(pooled, [75, 25], axis=0))
+def _robust_scale(pooled: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per functional, the median and interquartile range over all rows compared, a column block at a time."""
+    columns = pooled[0].shape[1]
+    centre, scale = np.empty(columns), np.empty(columns)
+    for start in range(0, columns, 64):
+        block = np.vstack([rows[:, start:start + 64] for rows in pooled]).astype(np.float64)
+        centre[start:start + 64] = np.median(block, axis=0)
+        scale[start:start + 64] = np.subtract(*np.percentile(block, [75, 25], axis=0))
     scale[~(scale > 0)] = 1.0
-    za, zb = _scaled(a, centre, scale), _scaled(other, centre, scale)
+    return centre, scale
+
+
+def _nearest_exact(za: np.ndarray, zb: np.ndarray, k: int, same: bool) -> np.ndarray:
+    """Per row of `za`, the `k` rows of `zb` nearest by Euclidean distance (itself left out when `same`)."""
     norms_b = (zb**2).sum(axis=1)
-    k = min(_CANDIDATES, len(zb) - (b is None))
-    pairs: set[tuple[int, int, float]] = set()
+    nearest = np.empty((len(za), k), dtype=np.int64)
     for start in range(0, len(za), _BLOCK):
         block = za[start:start + _BLOCK]
         squared = (block**2).sum(axis=1)[:, None] + norms_b[None, :] - 2.0 * block @ zb.T
-        if b is None:  # a row is no copy of itself
+        if same:  # a row is no copy of itself
             squared[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
-        nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
+        nearest[start:start + len(block)] = np.argpartition(squared, k - 1, axis=1)[:, :k]
+    return nearest
+
+
+def _nearest_indexed(za: np.ndarray, zb: np.ndarray, k: int, same: bool) -> np.ndarray:
+    """`_nearest_exact` from an HNSW graph over `zb`: built on one thread, so the same rows give the same graph."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    index = faiss.IndexHNSWFlat(zb.shape[1], 16)
+    index.hnsw.efConstruction, index.hnsw.efSearch = 40, 32
+    faiss.omp_set_num_threads(1)
+    try:
+        index.add(zb)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    found = index.search(za, k + same)[1]
+    if not same:
+        return np.where(found >= 0, found, 0)
+    rows = np.arange(len(za))[:, None]
+    found = np.where((found == rows) | (found < 0), -1, found)  # itself, or no row found
+    order = np.argsort(found < 0, axis=1, kind="stable")  # the rows found first, in their order
+    found = np.take_along_axis(found, order, axis=1)[:, :k]
+    return np.where(found >= 0, found, (rows + 1) % len(zb))  # a missing neighbour: any other row, checked anyway
+
+
+def near_copy_pairs(a: np.ndarray, b: np.ndarray | None = None, *, threshold: float = NEAR_COPY_DISTANCE,
+                    indexed: bool | None = None) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, distance) of a row of `a` and a row of `b` (or two rows of `a`, i < j) that hold nearly the same
+    audio: the median |difference| of their functionals, scaled by the interquartile range of all rows compared, is
+    at most `threshold`. Each row is checked against its nearest rows, found exactly or (`indexed`; by default from
+    INDEX_ROWS rows compared on) from a graph index."""
+    a = np.asarray(a)
+    other = a if b is None else np.asarray(b)
+    if len(a) == 0 or len(other) == 0 or (b is None and len(a) < 2):
+        return []
+    centre, scale = _robust_scale([a] if b is None else [a, other])
+    za = _scaled(a, centre, scale)
+    zb = za if b is None else _scaled(other, centre, scale)
+    k = min(_CANDIDATES, len(zb) - (b is None))
+    rows = len(za) if b is None else len(za) + len(zb)
+    nearest_rows = _nearest_indexed if (rows >= INDEX_ROWS if indexed is None else indexed) else _nearest_exact
+    nearest_all = nearest_rows(za, zb, k, b is None)
+    pairs: set[tuple[int, int, float]] = set()
+    for start in range(0, len(za), _BLOCK):
+        block, nearest = za[start:start + _BLOCK], nearest_all[start:start + _BLOCK]
         differences = np.abs(zb[nearest] - block[:, None, :])
         # the median is at most the threshold only where half the differences are: count first, sort the few
         close = (differences <= threshold).sum(axis=2) >= -(-za.shape[1] // 2)

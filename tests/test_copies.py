@@ -38,14 +38,22 @@ def synthetic_features(synthetic_manifest, tmp_path_factory):
     return extract_features(synthetic_manifest, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def test_distinct_recordings_are_no_copies(synthetic_features):
+@pytest.fixture(params=["exact", "indexed"])
+def search(request, monkeypatch):
+    """Each check twice: nearest rows by every distance, and from the graph index large corpora use."""
+    if request.param == "indexed":
+        monkeypatch.setattr("ser_models.copies.INDEX_ROWS", 0)
+    return request.param
+
+
+def test_distinct_recordings_are_no_copies(synthetic_features, search):
     """24 speakers' worth of different utterances (8 speakers x 3 emotions x 3): none is taken for another's copy."""
     assert near_copy_pairs(synthetic_features.functionals) == []
     keys = synthetic_features.keys
     assert (first_copies(keys, synthetic_features.functionals) == np.arange(len(keys))).all()
 
 
-def test_re_saved_copies_are_found_and_point_at_their_original(synthetic_features, tmp_path):
+def test_re_saved_copies_are_found_and_point_at_their_original(synthetic_features, tmp_path, search):
     manifest = synthetic_features.manifest
     originals = [0, 7, 30, 50]
     sources = manifest["path"].iloc[originals]

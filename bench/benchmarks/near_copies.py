@@ -64,7 +64,9 @@ def nearest_distances(functionals: np.ndarray, speakers: np.ndarray) -> tuple[np
 
 
 def copy_distances(functionals: np.ndarray, paths: list[str], picks: np.ndarray, folder: Path,
-                   cache_dir: Path) -> pd.DataFrame:
+                   cache_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per copy of each picked file: its distance to the original and whether that is its nearest row; and the
+    copies' functionals."""
     rows = []
     for i in picks:
         audio, rate = sf.read(paths[i], dtype="float32")
@@ -84,7 +86,20 @@ def copy_distances(functionals: np.ndarray, paths: list[str], picks: np.ndarray,
         distances = np.median(np.abs(corpus - row), axis=1)
         distance.append(distances[original])
         nearest.append(int(np.argmin(distances)) == original)
-    return table.assign(distance=distance, nearest=nearest)
+    return table.assign(distance=distance, nearest=nearest), found.functionals
+
+
+def exact_and_indexed(functionals: np.ndarray) -> None:
+    """The pairs the exact search and the graph index find among these rows, and the seconds each takes."""
+    found, seconds = {}, {}
+    for indexed in (False, True):
+        start = time.perf_counter()
+        found[indexed] = near_copy_pairs(functionals, indexed=indexed)
+        seconds[indexed] = time.perf_counter() - start
+    only = sorted(set(found[False]) ^ set(found[True]))
+    print(f"\nnear pairs among the {len(functionals)} rows with the copies: exact {len(found[False])} "
+          f"({seconds[False]:.2f} s), indexed {len(found[True])} ({seconds[True]:.2f} s); "
+          f"{'the same pairs' if not only else f'found by one only: {only}'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,12 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     paths = [p for s in sets.values() for p in s.manifest["path"]]
     picks = np.random.default_rng(1).choice(len(paths), min(args.files, len(paths)), replace=False)
     with tempfile.TemporaryDirectory() as folder:
-        table = copy_distances(functionals, paths, picks, Path(folder), Path(folder) / "cache")
+        table, copies = copy_distances(functionals, paths, picks, Path(folder), Path(folder) / "cache")
     summary = table.groupby("kind", sort=False).agg(
         files=("distance", "size"), median=("distance", "median"), max=("distance", "max"),
         nearest_is_original=("nearest", "mean"), within=("distance", lambda d: (d <= NEAR_COPY_DISTANCE).mean()))
     print(f"\ncopies of {len(picks)} random files of {' and '.join(sets)} (distance to the original)")
     print(summary.round(3).to_string())
+    exact_and_indexed(np.vstack([functionals, copies]))
     print("\nthe suite's check (first_copies: a copy of an earlier file; byte or near), seconds, median of 3")
     for name, features in sets.items():
         seconds = []
@@ -122,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             groups = first_copies(features.keys, features.functionals)
             seconds.append(time.perf_counter() - start)
         pairs = near_copy_pairs(features.functionals)
+        assert pairs == near_copy_pairs(features.functionals, indexed=True), "the graph index found other pairs"
         print(f"  {name}: {np.median(seconds):.2f} s; {int((groups != np.arange(len(groups))).sum())} files a copy "
               f"of an earlier one, near pairs {[(i, j, d) for i, j, d in pairs]}")
 

@@ -9,7 +9,8 @@ At each size it generates the synthetic corpus (5 emotions, one speaker per 500 
 extraction into an empty cache, the same read back from the cache (what a second run pays), the copy checks, fold
 planning (speaker folds), then fold 0 of one classical fit (logreg), one mlp fit and one frame model (cnn), each
 in a worker process as `bench run` starts them, with 2 and 1 epochs so that the data path is what is timed, and the
-leaderboard from the records. Per stage it prints the wall seconds, the milliseconds per utterance and the peak
+leaderboard from the records. The copy checks use the exact search below `INDEX_ROWS` utterances and the graph index
+from there on, as a suite does. Per stage it prints the wall seconds, the milliseconds per utterance and the peak
 resident memory of this process and its workers together (sampled every 50 ms with psutil).
 """
 
@@ -34,6 +35,7 @@ from bench.options import RunOptions
 from bench.plan import plan_datasets, plan_jobs
 from bench.records import RecordStore
 from bench.suite import parse_suite
+from ser_models.copies import INDEX_ROWS
 from ser_models.corpora import load_corpus
 from ser_models.corpora.synthetic import SyntheticConfig, generate_synthetic
 from ser_models.feature_cache import extract_features
@@ -121,6 +123,7 @@ def run_size(target: int, jobs: int, work: Path, *, store: bool = True, corpus: 
         features = extract_features(manifest, cache_dir=cache, n_jobs=jobs, progress=False, store=store)
     with stage(rows, "copy checks", n, path):
         features = without(features, copies_within(corpus, features), corpus=None)
+    rows[-1]["search"] = "graph index" if n >= INDEX_ROWS else "exact"
     suite = parse_suite({"corpora": [corpus], "models": list(MODELS), "model_params": EPOCHS,
                          "corpus_options": {corpus: corpus_options}}, default_name="scaling")
     options = RunOptions(suite=suite, results_dir=results, cache_dir=cache, jobs=jobs, progress=False,
