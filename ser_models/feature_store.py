@@ -90,8 +90,8 @@ def open_functionals(folder: Path) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _opened_frames(folder: str, stamp: int | None) -> tuple[int, np.ndarray, np.ndarray]:
-    """(frame width, offsets, memory-mapped frames) of a store, opened once per process and store version (`stamp`:
+def _opened_frames(folder: str, stamp: int | None) -> tuple[int, np.ndarray, _FrameFile]:
+    """(frame width, offsets, frames file) of a store, opened once per process and store version (`stamp`:
     its metadata's mtime, so a rebuilt store is opened afresh): a frame model reads a batch at a time."""
     meta = read_meta(Path(folder))
     if meta["frame_features"] is None:
@@ -102,9 +102,25 @@ def _opened_frames(folder: str, stamp: int | None) -> tuple[int, np.ndarray, np.
     if size != int(offsets[-1]) * width * 2:
         raise StoreError(f"feature store {folder}: {_FRAMES} has {size} bytes, not what its offsets say; "
                          f"delete the folder and run again")
-    values = np.memmap(Path(folder) / _FRAMES, dtype=np.float16, mode="r", shape=(int(offsets[-1]), width)) \
-        if size else np.zeros((0, width), np.float16)
-    return width, offsets, values
+    return width, offsets, _FrameFile(Path(folder) / _FRAMES, width)
+
+
+class _FrameFile:
+    """The frames file, read a row range at a time into memory of its own (positioned reads, not a memory map: pages
+    a map touches count as the reader's resident memory until the kernel drops them)."""
+
+    def __init__(self, path: Path, width: int):
+        self.path, self.width, self._fd = str(path), width, os.open(path, os.O_RDONLY)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        count, start = int(rows.stop - rows.start), int(rows.start)
+        data = os.pread(self._fd, count * self.width * 2, start * self.width * 2) if count > 0 else b""
+        if len(data) != count * self.width * 2:
+            raise StoreError(f"feature store file {self.path} ended early; delete its folder and run again")
+        return np.frombuffer(data, dtype=np.float16).reshape(count, self.width)
+
+    def __del__(self) -> None:
+        os.close(self._fd)
 
 
 class RaggedFrames(Sequence):

@@ -99,12 +99,13 @@ def stage(rows: list[dict], name: str, utterances: int, path: str):
 
 
 def run_size(target: int, jobs: int, work: Path, *, store: bool = True, corpus: str = "synthetic",
-             data_root: Path | None = None) -> list[dict]:
+             data_root: Path | None = None, warm: bool = False) -> list[dict]:
     """Every stage on a generated corpus of about `target` utterances (or a real `corpus` under `data_root`), read
     from feature stores or (`store` False, the path before them) with every array in memory; one row per stage."""
     path = "store" if store else "memory"
     cache, results = work / f"cache-{corpus}-{target}-{path}", work / f"results-{corpus}-{target}-{path}"
-    shutil.rmtree(cache, ignore_errors=True)  # extraction starts cold
+    if not warm:
+        shutil.rmtree(cache, ignore_errors=True)  # extraction starts cold
     if corpus == "synthetic":
         config = corpus_config(target)
         root, corpus_options = work / f"synthetic-{target}", _options(config)
@@ -117,7 +118,7 @@ def run_size(target: int, jobs: int, work: Path, *, store: bool = True, corpus: 
     n = len(manifest)
     print(f"{corpus}: {n} utterances, {manifest['speaker'].nunique()} speakers, {path} path", flush=True)
     rows: list[dict] = []
-    with stage(rows, "extraction", n, path):
+    with stage(rows, "extraction" + (" (warm cache)" if warm else ""), n, path):
         extract_features(manifest, cache_dir=cache, n_jobs=jobs, progress=False, store=store)
     with stage(rows, "second run's read", n, path):
         features = extract_features(manifest, cache_dir=cache, n_jobs=jobs, progress=False, store=store)
@@ -159,6 +160,8 @@ def main() -> None:
                         help="read the tables from feature stores, or keep every array in memory (the path before)")
     parser.add_argument("--corpus", default="synthetic", help="a real corpus under --data-root instead (one size)")
     parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--warm", action="store_true",
+                        help="keep the cache of an earlier run in --work (extraction then times a warm read)")
     parser.add_argument("--json", type=Path, help="also store the rows (with date, host and CPU count) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ser-scaling-") as temporary:
@@ -167,7 +170,7 @@ def main() -> None:
         for target in args.utterances if args.corpus == "synthetic" else [0]:
             for path in args.paths:
                 rows += run_size(target, args.jobs, work, store=path == "store", corpus=args.corpus,
-                                 data_root=args.data_root)
+                                 data_root=args.data_root, warm=args.warm)
     if args.json:
         args.json.write_text(json.dumps({"date": date.today().isoformat(), "host": platform.node(),
                                          "cpus": psutil.cpu_count(), "jobs": args.jobs, "rows": rows}, indent=1))
