@@ -20,7 +20,7 @@ _BLOCK = 512
 INDEX_ROWS = 5_000
 
 
-def _scaled(rows: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def scaled_rows(rows: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Rows in interquartile ranges from the median, clipped, as float32 (computed in float64, 4,096 rows at a time)."""
     scaled = np.empty(rows.shape, dtype=np.float32)
     for start in range(0, len(rows), 4096):
@@ -29,7 +29,7 @@ def _scaled(rows: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarr
     return scaled
 
 
-def _robust_scale(pooled: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def robust_scale(pooled: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per functional, the median and interquartile range over all rows compared, a column block at a time."""
     columns = pooled[0].shape[1]
     centre, scale = np.empty(columns), np.empty(columns)
@@ -86,9 +86,9 @@ def near_copy_pairs(a: np.ndarray, b: np.ndarray | None = None, *, threshold: fl
     other = a if b is None else np.asarray(b)
     if len(a) == 0 or len(other) == 0 or (b is None and len(a) < 2):
         return []
-    centre, scale = _robust_scale([a] if b is None else [a, other])
-    za = _scaled(a, centre, scale)
-    zb = za if b is None else _scaled(other, centre, scale)
+    centre, scale = robust_scale([a] if b is None else [a, other])
+    za = scaled_rows(a, centre, scale)
+    zb = za if b is None else scaled_rows(other, centre, scale)
     k = min(_CANDIDATES, len(zb) - (b is None))
     rows = len(za) if b is None else len(za) + len(zb)
     nearest_rows = _nearest_indexed if (rows >= INDEX_ROWS if indexed is None else indexed) else _nearest_exact

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from ser_models import copies
 from ser_models.copies import NEAR_COPY_DISTANCE, first_copies, near_copy_pairs
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import default_cache_dir, extract_features
@@ -44,10 +45,8 @@ COPIES = {  # kind -> (audio, rate) -> (audio, rate, format, subtype)
 
 
 def _scaled(functionals: np.ndarray) -> np.ndarray:
-    centre = np.median(functionals, axis=0)
-    scale = np.subtract(*np.percentile(functionals, [75, 25], axis=0))
-    scale[~(scale > 0)] = 1.0
-    return np.clip((functionals - centre) / scale, -20, 20).astype(np.float32)
+    """The rows as the suite's check compares them (interquartile ranges from the median, clipped)."""
+    return copies.scaled_rows(functionals, *copies.robust_scale([functionals]))
 
 
 def nearest_distances(functionals: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
