@@ -15,9 +15,10 @@ import numpy as np
 NEAR_COPY_DISTANCE = 0.12
 _CANDIDATES = 10  # nearest rows by Euclidean distance, then checked by the median
 _BLOCK = 512
-# From this many rows compared on, the nearest rows come from a graph index (HNSW, faiss), not from every distance:
-# its cost per row grows with the logarithm of the rows, not with the rows (bench/benchmarks/scaling.md).
+# From this many rows compared on, the nearest rows come from a graph index (HNSW, faiss) over the rows' principal
+# axes, re-ranked in full, not from every distance: its cost per row stays flat (bench/benchmarks/scaling.md).
 INDEX_ROWS = 5_000
+_INDEX_DIMS, _INDEX_CANDIDATES = 128, 32  # the graph's principal axes; its nearest rows, re-ranked in full
 
 
 def scaled_rows(rows: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -54,26 +55,41 @@ def _nearest_exact(za: np.ndarray, zb: np.ndarray, k: int, same: bool) -> np.nda
     return nearest
 
 
-def _nearest_indexed(za: np.ndarray, zb: np.ndarray, k: int, same: bool) -> np.ndarray:
-    """`_nearest_exact` from an HNSW graph over `zb`: built on one thread, so the same rows give the same graph."""
+def _projected(za: np.ndarray, zb: np.ndarray, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both row sets on the first _INDEX_DIMS principal axes of (at most 5,000 fixed-seed rows of) `zb`."""
     import faiss
 
+    sample = np.sort(np.random.default_rng(0).choice(len(zb), min(len(zb), 5000), replace=False))
+    pca = faiss.PCAMatrix(zb.shape[1], min(_INDEX_DIMS, zb.shape[1], len(sample)))
+    pca.train(np.ascontiguousarray(zb[sample]))
+    yb = pca.apply(np.ascontiguousarray(zb))
+    return (yb if same else pca.apply(np.ascontiguousarray(za))), yb
+
+
+def _nearest_indexed(za: np.ndarray, zb: np.ndarray, k: int, same: bool) -> np.ndarray:
+    """`_nearest_exact` through an HNSW graph (faiss) over the rows' principal axes: its _INDEX_CANDIDATES nearest,
+    re-ranked by their full Euclidean distance. The graph is built on one thread: the same rows, the same graph."""
+    import faiss
+
+    ya, yb = _projected(za, zb, same)
+    index = faiss.IndexHNSWFlat(yb.shape[1], 16)
+    index.hnsw.efConstruction, index.hnsw.efSearch = 40, max(32, _INDEX_CANDIDATES)
     threads = faiss.omp_get_max_threads()
-    index = faiss.IndexHNSWFlat(zb.shape[1], 16)
-    index.hnsw.efConstruction, index.hnsw.efSearch = 40, 32
     faiss.omp_set_num_threads(1)
     try:
-        index.add(zb)
+        index.add(yb)
     finally:
         faiss.omp_set_num_threads(threads)
-    found = index.search(za, k + same)[1]
-    if not same:
-        return np.where(found >= 0, found, 0)
-    rows = np.arange(len(za))[:, None]
-    found = np.where((found == rows) | (found < 0), -1, found)  # itself, or no row found
-    order = np.argsort(found < 0, axis=1, kind="stable")  # the rows found first, in their order
-    found = np.take_along_axis(found, order, axis=1)[:, :k]
-    return np.where(found >= 0, found, (rows + 1) % len(zb))  # a missing neighbour: any other row, checked anyway
+    found = index.search(ya, min(_INDEX_CANDIDATES, len(zb) - same) + same)[1]
+    unusable = (found < 0) | (found == np.arange(len(za))[:, None]) if same else found < 0  # none, or itself
+    found = np.where(unusable, 0, found)
+    nearest = np.empty((len(za), k), dtype=np.int64)
+    for start in range(0, len(za), _BLOCK):
+        block, rows = found[start:start + _BLOCK], slice(start, start + _BLOCK)
+        squared = ((zb[block] - za[rows, None, :]) ** 2).sum(axis=2)
+        squared[unusable[rows]] = np.inf
+        nearest[rows] = np.take_along_axis(block, np.argsort(squared, axis=1, kind="stable")[:, :k], axis=1)
+    return nearest
 
 
 def near_copy_pairs(a: np.ndarray, b: np.ndarray | None = None, *, threshold: float = NEAR_COPY_DISTANCE,
