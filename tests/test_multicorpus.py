@@ -125,14 +125,19 @@ def test_manifest_corpus_runs_through_the_full_suite(two_corpora, tmp_path, caps
     assert text.count(ge2e_rows) == 1  # the encoder's rows: tests/test_ge2e.py runs them
     text = text.replace(ge2e_rows, "")
     suite.write_text(text + "\n[protocol_options]\nn_folds = 2\n")
-    code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
-                 str(tmp_path), "--budget", "0.05", "--jobs", "1", "--seed", "0", "--results-dir", str(tmp_path / "r"),
-                 "--cache-dir", str(tmp_path / "c")])
-    assert code == 0, capsys.readouterr().err
-    records = RecordStore(tmp_path / "r" / "full").load()
     from ser_models.models import model_names
 
-    assert {r["model"] for r in records} == set(model_names())
+    # every model but five of the frame networks, for time: cnn and fusion stand for them here (one reads frames,
+    # the other frames and functionals); each architecture fits and predicts in tests/test_deep.py
+    models = [m for m in model_names() if m not in ("cnn2d", "lstm", "gru", "bilstm", "cnn_lstm")]
+    code = main(["run", "--suite", str(suite), "--manifest", f"mine={tmp_path / 'mine.csv'}", "--data-root",
+                 str(tmp_path), "--budget", "0.05", "--jobs", "1", "--seed", "0", "--results-dir", str(tmp_path / "r"),
+                 "--cache-dir", str(tmp_path / "c"), "--model", *models])
+    assert code == 0, capsys.readouterr().err
+    records = RecordStore(tmp_path / "r" / "full").load()
+
+    # all_vote and deep_vote average models left out here too, so they wait for them (tests/test_votes.py)
+    assert {r["model"] for r in records} == set(models) - {"all_vote", "deep_vote"}
     assert {(r["corpus"], r["protocol"]) for r in records} == {("mine", "speaker_folds")}
     assert {r["target"] for r in records} == {"emotion", "gender"}
     assert {json.dumps(r.get("variant", {}), sort_keys=True) for r in records} >= {"{}", '{"gender_input": true}'}

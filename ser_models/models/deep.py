@@ -17,9 +17,10 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 
 from ser_models.models.architectures import ARCHITECTURES, N_MELS_IN_FRAMES, pooling_architectures
+from ser_models.models.compiled_fit import CompiledFit
 from ser_models.models.keras_runtime import keras_module, own_random_draws, seed_keras
 from ser_models.models.network_inputs import PREDICT_ROWS, NetworkInputs
-from ser_models.models.recipe import BEST_EPOCH, FRAME_RECIPE, RECIPE_SWITCHES, check_choices
+from ser_models.models.recipe import BEST_EPOCH, FRAME_RECIPE, LOOP_DEFAULT, RECIPE_SWITCHES, check_choices
 from ser_models.models.registry import register_model
 from ser_models.models.training import (
     best_epoch,
@@ -36,7 +37,7 @@ from ser_models.protocols import assert_speaker_disjoint
 log = logging.getLogger(__name__)
 
 
-class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
+class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator):
     """A Keras network trained with speaker-held-out early stopping; scikit-learn API.
 
     `fit(X, y, groups=speakers)`: X is a 2-D array (utterance functionals) for
@@ -49,7 +50,8 @@ class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
                  refit_full=False, refit_networks=1, keep_validation_network=False, refit_schedule="constant",
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
-                 frame_pool=1, best_epoch_ties="first", validation_draw="random", precision="float32", seed=0):
+                 frame_pool=1, best_epoch_ties="first", validation_draw="random", precision="float32", loop="keras",
+                 seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -78,6 +80,7 @@ class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
         self.best_epoch_ties = best_epoch_ties
         self.validation_draw = validation_draw
         self.precision = precision
+        self.loop = loop
         self.seed = seed
 
     def _split_validation(self, targets: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +189,16 @@ class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
         self._fit_scaler(X, train)
         self.input_shapes_ = [a.shape[1:] for a in self._rows(X, train[:1])]
         self.model_ = self._network(self.input_shapes_, len(self.classes_))
+        if self.loop == "compiled":
+            history = self._fit_compiled(keras, X, targets, train, val)
+        else:
+            history = self._fit_keras(keras, X, targets, train, val)
+        self.history_ = history
+        self.epochs_trained_ = len(history.get("loss", []))
+        return self
+
+    def _fit_keras(self, keras, X, targets, train, val) -> dict:
+        """The loop before the compiled one: Keras' `fit` over batches drawn in Python, one network at a time."""
         history = self._train(keras, X, targets, train, val, self.epochs)
         self.extra_models_ = []
         if self.refit_full and len(val):
@@ -204,9 +217,7 @@ class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
                 networks.append(self.model_)
             self.model_, self.extra_models_ = networks[0], networks[1:]
             history["refit_epochs"] = [float(best)]
-        self.history_ = history
-        self.epochs_trained_ = len(history.get("loss", []))
-        return self
+        return history
 
     def _replayed_rates(self, history: dict, epochs: int) -> list[float] | None:
         """With `refit_schedule="replay"`, the learning rate of each of the validation pass's first `epochs` epochs
@@ -290,7 +301,8 @@ class DeepClassifier(NetworkInputs, ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        state.setdefault("precision", "float32")  # models saved before the switch existed
+        state.setdefault("precision", "float32")  # models saved before the switches existed
+        state.setdefault("loop", "keras")
         weights, extra = state.get("model_"), state.get("extra_models_", [])
         self.__dict__.update(state)
         if weights is not None:
@@ -321,7 +333,7 @@ def _register(name: str, description: str, input: str, version: int = 1, **defau
 
     register_model(name, family="deep", input=input, description=description, defaults=params,
                    search_space=search_space, fit_groups=True, budget_params=("epochs", "patience"),
-                   version=version, optional={k: v for k, v in {**RECIPE_SWITCHES, "precision": "float32"}.items()
+                   version=version, optional={k: v for k, v in {**RECIPE_SWITCHES, **LOOP_DEFAULT}.items()
                                               if k not in params})(factory)
 
 

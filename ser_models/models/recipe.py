@@ -23,6 +23,12 @@ VALIDATION_DRAWS = ("random", "class_covering")
 # (the class probabilities and the loss stay float32); meant for GPUs with bfloat16 units. Not a recipe switch: on the
 # 2-core CPU it is slower (bench/benchmarks/deep_models.py --param precision=mixed_bfloat16 measures it).
 PRECISIONS = ("float32", "mixed_bfloat16")
+# How the networks train: the compiled loop (several steps per XLA call, augmentation on the device, the refitted
+# networks as one program; see compiled_loop.py), or Keras' `fit` over batches drawn in Python (the loop before it).
+LOOPS = ("compiled", "keras")
+# Not yet the registered models' default: the committed deep rows were trained by the Keras loop, and a model version
+# that trains on the compiled loop comes with those rows retrained (issue 54). `--param loop=compiled` selects it.
+LOOP_DEFAULT = {"precision": "float32", "loop": "keras"}
 # Every network reading frames sees 40 ms steps (4 frames averaged, `pool_frames`), and averages three networks:
 # validation speakers pick the epoch count, then three networks retrain on every training speaker and
 # `predict_proba` averages their probabilities (the mlp's recipe). Chosen on inner folds (all outer folds, seeds 0
@@ -44,7 +50,8 @@ BEST_EPOCH = {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"}
 def check_choices(params: dict) -> None:
     """Refuse a deep model's setting outside its choices (schedule, monitor, ...): at a suite's load, before any fit,
     and again in `fit`."""
-    choices = {"schedule": SCHEDULES, "averaging": AVERAGING, "precision": PRECISIONS, "monitor": MONITORS,
+    choices = {"schedule": SCHEDULES, "averaging": AVERAGING, "precision": PRECISIONS, "loop": LOOPS,
+               "monitor": MONITORS,
                "refit_schedule": REFIT_SCHEDULES, "best_epoch_ties": EPOCH_TIES,
                "validation_draw": VALIDATION_DRAWS, "pooling": tuple(POOLINGS)}
     for key, allowed in choices.items():
