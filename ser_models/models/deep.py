@@ -14,10 +14,9 @@ import logging
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.class_weight import compute_class_weight
 
 from ser_models.models.architectures import ARCHITECTURES, N_MELS_IN_FRAMES, pooling_architectures
-from ser_models.models.compiled_fit import CompiledFit
+from ser_models.models.compiled_fit import CompiledFit, class_weights
 from ser_models.models.keras_runtime import keras_module, own_random_draws, seed_keras
 from ser_models.models.network_inputs import PREDICT_ROWS, NetworkInputs
 from ser_models.models.recipe import BEST_EPOCH, FRAME_RECIPE, LOOP_DEFAULT, RECIPE_SWITCHES, check_choices
@@ -229,9 +228,7 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
 
     def _train(self, keras, X, targets, train, val, epochs: int, seed: int | None = None,
                rates: list[float] | None = None) -> dict[str, list[float]]:
-        weights = compute_class_weight("balanced", classes=np.unique(targets[train]), y=targets[train])
-        class_weight = np.zeros(len(self.classes_), dtype=np.float32)
-        class_weight[np.unique(targets[train])] = weights
+        class_weight = class_weights(targets[train], len(self.classes_))
         one_hot = self._one_hot()
         def read(rows):
             return self._rows(X, rows)
