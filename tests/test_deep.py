@@ -24,7 +24,7 @@ def test_every_deep_architecture_is_registered():
     assert model_spec("mlp").input == "functionals" and model_spec("lstm").input == "frames"
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer", "bilstm", "cnn_lstm"])
 def test_probabilities_follow_classes(name):
     x = toy_vectors() if name == "mlp" else toy_frames()
     model = get_model(name, seed=0, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
