@@ -225,7 +225,7 @@ def _model_params(params: dict, suite: str) -> dict:
             if spec.family == "ensemble":
                 check_ensemble_params({**spec.defaults, **values})
             if spec.family == "deep":
-                check_deep_choices(values)
+                check_deep_choices({"architecture": name, **values})
             if spec.input == STORED and any("@" in m for m in values.get("members", [])):
                 raise ValueError("a vote over stored predictions averages rows of this table: its members are model "
                                  "names without @feature_set")

@@ -24,7 +24,7 @@ def test_every_deep_architecture_is_registered():
     assert model_spec("mlp").input == "functionals" and model_spec("lstm").input == "frames"
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer", "bilstm", "cnn_lstm"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer", "cnn_lstm"])  # bilstm: test_length_buckets
 def test_probabilities_follow_classes(name):
     x = toy_vectors() if name == "mlp" else toy_frames()
     model = get_model(name, seed=0, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60])
@@ -119,7 +119,8 @@ def test_compiled_programs_are_reused_across_fits_with_identical_predictions(xla
     x = toy_frames()
 
     def fit_and_predict():
-        return get_model("cnn", seed=4, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+        model = get_model("cnn", seed=4, **SMALL, refit_full=False)  # one network: what is cached is the same
+        return model.fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
 
     with compile_counts() as first:
         cold = fit_and_predict()
@@ -135,7 +136,8 @@ def test_a_broken_compiled_program_cache_is_compiled_afresh(xla_cache):
     x = toy_frames()
 
     def fit_and_predict():
-        return get_model("gru", seed=2, **SMALL).fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
+        model = get_model("gru", seed=2, **SMALL, refit_full=False)
+        return model.fit(x[:60], LABELS[:60], groups=SPEAKERS[:60]).predict_proba(x[60:])
 
     expected = fit_and_predict()
     entries = [path for path in xla_cache.iterdir() if path.name.endswith("-cache")]

@@ -3,12 +3,16 @@ analysis of the compiled forward and backward pass), the seconds they took, the 
 machine's peak float32 GFLOP/s measured in the same run, under the same XLA thread setting.
 
     python -m bench.benchmarks.deep_flops --data-root ../shared/data [--model cnn lstm] [--fold 0]
-        [--loop keras compiled]
+        [--variant per-batch keras b8 compiled]
 
-Each model is fitted once per training loop (`loop`: Keras' `fit` over Python batches, the loop before issue 54, and
-the compiled loop), side by side, in one process. Seconds per epoch: the fit's seconds over its steps, times the
-batches of one epoch over the training fold (the fits train different epoch counts). Compile s: what XLA spent
-compiling in the fit (programs the persistent cache did not hold); the fit seconds include it.
+Each model is fitted once per variant (VARIANTS), side by side, in one process: Keras' `fit` over Python batches
+reading and scaling each batch's rows (`per-batch`, the loop before issue 54) or indexing the fit's inputs computed
+once (`keras`, `KEPT_BYTES`); the same with `length_buckets` 1 or 8 (`b1`, `b8`: each batch padded to its own
+longest utterance; 8 also draws batches by length); and the compiled loop. Seconds per epoch: the fit's seconds over
+its steps, times the batches of one epoch over the training fold (the fits train different epoch counts). Compile s:
+what XLA spent compiling in the fit (programs the persistent cache did not hold); the fit seconds include it.
+Speed-ups are against the first variant run. The FLOPs of `b1` and `b8` steps are counted at the corpus-wide length,
+so their GFLOP/s is the rate of the padded work they stand in for.
 
 Each model trains with its registered defaults on one EmoBox fold of RAVDESS (as `bench.benchmarks.deep_models`
 does). Its training steps are counted from the fit itself: the early-stopped network's epochs over the training
@@ -34,10 +38,16 @@ from bench.runner import default_cache_dir
 from ser_models.corpora import load_corpus
 from ser_models.feature_cache import extract_features
 from ser_models.model_inputs import MODEL_INPUTS
-from ser_models.models import model_names, model_spec
+from ser_models.models import model_names, model_spec, network_inputs
+from ser_models.models.architectures import TIME_ALIGNMENT
 from ser_models.models.cpu_threads import xla_threads
 from ser_models.models.keras_runtime import compile_counts, keras_module
+from ser_models.models.network_inputs import KEPT_BYTES
 from ser_models.protocols import make_folds
+
+# variant: (loop, length_buckets, the fit's inputs computed once); "per-batch" reads and scales every batch's rows
+VARIANTS = {"per-batch": ("keras", 0, False), "keras": ("keras", 0, True), "b1": ("keras", 1, True),
+            "b8": ("keras", 8, True), "compiled": ("compiled", 0, True)}
 
 
 def peak_gflops(rows: int, inner: int, columns: int, repeats: int = 10) -> float:
@@ -94,7 +104,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("SER_DATA", "../shared/data")))
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--model", nargs="+", default=model_names("deep"))
-    parser.add_argument("--loop", nargs="+", default=["keras", "compiled"], choices=["keras", "compiled"])
+    parser.add_argument("--variant", nargs="+", default=["per-batch", "keras", "b8", "compiled"], choices=VARIANTS)
     args = parser.parse_args()
     keras = keras_module()
     import jax
@@ -107,28 +117,36 @@ def main() -> None:
     small, large = peak_gflops(32 * 80, 128, 128), peak_gflops(2048, 2048, 2048)
     print(f"keras {keras.__version__}, JAX devices {jax.devices()}, XLA threads {xla_threads() or 'default'}; "
           f"peak float32 GFLOP/s: {small:.1f} (2,560 x 128 @ 128 x 128), {large:.1f} (2,048 square)")
-    print(f"{'model':12} {'loop':8} {'fit s':>6} {'compile s':>9} {'steps':>6} {'s/epoch':>7} {'GFLOP/step':>10} "
+    print(f"{'model':12} {'variant':11} {'fit s':>6} {'compile s':>9} {'steps':>6} {'s/epoch':>7} {'GFLOP/step':>10} "
           f"{'GFLOP/s':>8} {'of small':>8} {'of large':>8} {'UAR':>6}")
     for name in args.model:
         spec = model_spec(name)
         x = MODEL_INPUTS[spec.input](features.functionals, features.frames, features.functional_names)
         per_epoch = {}
-        for loop in args.loop:
-            model = spec.build(seed=0, **spec.resolved_params(), loop=loop)
+        for label in args.variant:
+            loop, buckets, kept = VARIANTS[label]
+            if buckets and name not in TIME_ALIGNMENT:  # networks read the corpus-wide length
+                continue
+            model = spec.build(seed=0, **spec.resolved_params(), loop=loop,
+                               **({"length_buckets": buckets} if buckets else {}))
+            network_inputs.KEPT_BYTES = KEPT_BYTES if kept else 0
             with compile_counts() as counts:
                 start = time.perf_counter()
                 model.fit(x[train], y[train], groups=speakers[train])
                 seconds = time.perf_counter() - start
+            network_inputs.KEPT_BYTES = KEPT_BYTES
             uar = balanced_accuracy_score(y[test], model.predict(x[test]))
             flops = step_flops(model, model._arrays(x[train]), len(model.classes_))
             steps = training_steps(model, speakers[train])
             achieved = flops * steps / seconds / 1e9
-            per_epoch[loop] = seconds / steps * math.ceil(len(train) / model.batch_size)
-            print(f"{name:12} {loop:8} {seconds:6.1f} {counts['compile_s']:9.1f} {steps:6d} {per_epoch[loop]:7.2f} "
+            per_epoch[label] = seconds / steps * math.ceil(len(train) / model.batch_size)
+            print(f"{name:12} {label:11} {seconds:6.1f} {counts['compile_s']:9.1f} {steps:6d} {per_epoch[label]:7.2f} "
                   f"{flops / 1e9:10.3f} {achieved:8.2f} {achieved / small:8.1%} {achieved / large:8.1%} {uar:6.3f}",
                   flush=True)
-        if len(per_epoch) == 2:
-            print(f"{name:12} speed-up per epoch {per_epoch['keras'] / per_epoch['compiled']:.2f}x", flush=True)
+        first, *others = per_epoch
+        for label in others:
+            print(f"{name:12} {label} speed-up per epoch over {first}: {per_epoch[first] / per_epoch[label]:.2f}x",
+                  flush=True)
 
 
 if __name__ == "__main__":

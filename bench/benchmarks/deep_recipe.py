@@ -144,6 +144,9 @@ VARIANTS: dict[str, dict] = {
     "time_pool_2": {"architecture": "cnn2d_time_pool_2"},
     # validation speakers drawn so that they (and the rest) hold every class: URDU's speakers mostly voice one emotion
     "class_covering": {"validation_draw": "class_covering"},
+    # issue 54/55: batches padded to their own longest utterance (1: same batches; 8: drawn by length in pools of 8)
+    "length_cut": {"length_buckets": 1},
+    "length_buckets": {"length_buckets": 8},
     # audio augmentation (session 44): one copy of each inner-training utterance, pitch shifted by up to 2 semitones
     # either way (drawn per utterance); with one refitted network instead of three, the same number of training passes
     # over the data as the registered recipe (a budget-neutral trade), and with three (the ceiling, 2x the time)

@@ -126,7 +126,7 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None
     x = keras.layers.AveragePooling2D((time_pool, 2), padding="same")(x)
     m = ops.squeeze(keras.layers.MaxPooling1D(time_pool, padding="same")(ops.expand_dims(mask, -1)), -1)
     def per_cell(m):  # the (batch, time) mask broadcast over a cell's mel bands and filters
-        return ops.reshape(m, (-1, ops.shape(m)[1], 1, 1))
+        return ops.expand_dims(ops.expand_dims(m, -1), -1)
 
     for filters in (width, 2 * width, 4 * width):
         x = keras.layers.Conv2D(filters, 3, padding="same")(x)
@@ -137,7 +137,7 @@ def build_cnn2d(keras, inputs, n_classes, width, dropout, head_width: int | None
         x = keras.layers.MaxPooling2D((2, 2), padding="same")(x)
         m = ops.squeeze(keras.layers.MaxPooling1D(2, padding="same")(ops.expand_dims(m, -1)), -1)
         x = x * per_cell(m)
-    x = ops.reshape(x, (-1, ops.shape(x)[1], ops.shape(x)[2] * ops.shape(x)[3]))  # (batch, time, freq x filters)
+    x = keras.layers.Reshape((-1, x.shape[2] * x.shape[3]))(x)  # (batch, time, freq x filters); time may be open
     pooled = _pool(keras, x, m, pooling)
     # A head as wide as the last filters (4 x width): a 16-wide one under dropout could not fit the training set.
     return _head(keras, pooled, n_classes, head_width or 4 * width, dropout)
@@ -218,6 +218,12 @@ ARCHITECTURES: dict[str, Callable] = {
     "transformer": build_transformer,
     "fusion": build_fusion,
 }
+
+
+# Pooled input steps per a network's coarsest time step: a batch cut to a multiple of it (and past its longest
+# utterance) pools the same windows over the same values as at the corpus-wide length, so its outputs are the same
+# up to float rounding. The transformer is absent: its position table is as long as the corpus-wide input.
+TIME_ALIGNMENT = {"cnn": 8, "cnn2d": 32, "fusion": 4, "lstm": 2, "gru": 2, "bilstm": 2, "cnn_lstm": 4}
 
 
 def pooling_architectures() -> list[str]:

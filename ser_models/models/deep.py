@@ -18,7 +18,7 @@ from sklearn.preprocessing import LabelEncoder
 from ser_models.models.architectures import ARCHITECTURES, N_MELS_IN_FRAMES, pooling_architectures
 from ser_models.models.compiled_fit import CompiledFit, class_weights
 from ser_models.models.keras_runtime import keras_module, own_random_draws, seed_keras
-from ser_models.models.network_inputs import PREDICT_ROWS, NetworkInputs
+from ser_models.models.network_inputs import PREDICT_BATCH, NetworkInputs
 from ser_models.models.recipe import BEST_EPOCH, FRAME_RECIPE, LOOP_DEFAULT, RECIPE_SWITCHES, check_choices
 from ser_models.models.registry import register_model
 from ser_models.models.training import (
@@ -50,7 +50,7 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
                  spec_augment=True, input_noise=0.0, mixup=0.0, label_smoothing=0.0, schedule="plateau",
                  warmup_epochs=0, averaging="none", average_epochs=5, utterance_norm=False, pooling="mean_max",
                  frame_pool=1, best_epoch_ties="first", validation_draw="random", precision="float32", loop="keras",
-                 seed=0):
+                 length_buckets=0, seed=0):
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -80,6 +80,7 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
         self.validation_draw = validation_draw
         self.precision = precision
         self.loop = loop
+        self.length_buckets = length_buckets
         self.seed = seed
 
     def _split_validation(self, targets: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -175,8 +176,11 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
             raise ValueError(f"{self.architecture!r} does not pool frame statistics; "
                              f"pooling applies to {pooling_architectures()}")
         keras = keras_module()
-        with own_random_draws():
-            return self._fit(keras, X, y, groups)
+        try:
+            with own_random_draws():
+                return self._fit(keras, X, y, groups)
+        finally:
+            self._drop_kept_inputs()
 
     def _fit(self, keras, X, y, groups):
         seed_keras(keras, self.seed)
@@ -186,7 +190,8 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
         targets = self.encoder_.transform(y)
         train, val = self._split_validation(targets, groups)
         self._fit_scaler(X, train)
-        self.input_shapes_ = [a.shape[1:] for a in self._rows(X, train[:1])]
+        self._keep_inputs(X)
+        self._set_input_shapes(X, train)
         self.model_ = self._network(self.input_shapes_, len(self.classes_))
         if self.loop == "compiled":
             history = self._fit_compiled(keras, X, targets, train, val)
@@ -233,10 +238,13 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
         def read(rows):
             return self._rows(X, rows)
 
+        lengths = np.asarray(X.lengths)[train] if self.length_step_ else None
         batches = training_batches(keras)(
-            read, train, targets[train], class_weight, self.batch_size,
-            augment=self._augment, seed=self.seed if seed is None else seed, one_hot=one_hot, mix=self._mix,
+            read, train, targets[train], class_weight, self.batch_size, augment=self._augment,
+            seed=self.seed if seed is None else seed, one_hot=one_hot, mix=self._mix, lengths=lengths,
+            pool_batches=self.length_buckets,
         )
+        val = self._sorted_by_length(X, val)
         val_targets = np.eye(len(self.classes_), dtype=np.float32)[targets[val]] if one_hot else targets[val]
         validation = ordered_batches(keras)(read, val, val_targets) if len(val) else None
         callbacks = []
@@ -277,13 +285,13 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
         return rate
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, the networks' mean; rows read PREDICT_ROWS at a time, predicted 256 at a time."""
-        parts = []
-        for start in range(0, len(X), PREDICT_ROWS):
-            arrays = self._rows(X, np.arange(start, min(len(X), start + PREDICT_ROWS)))
-            parts.append(np.mean([np.asarray(network.predict(arrays, batch_size=256, verbose=0), dtype=np.float64)
-                                  for network in [self.model_, *self.extra_models_]], axis=0))
-        probabilities = np.concatenate(parts) if parts else np.zeros((0, len(self.classes_)))
+        """Class probabilities, the networks' mean; rows read PREDICT_ROWS at a time (or a batch at a time, by
+        length: `_prediction_batches`), predicted 256 at a time."""
+        probabilities = np.zeros((len(X), len(self.classes_)))
+        for rows, arrays in self._prediction_batches(X):
+            probabilities[rows] = np.mean([np.asarray(network.predict(arrays, batch_size=PREDICT_BATCH, verbose=0),
+                                                      dtype=np.float64)
+                                           for network in [self.model_, *self.extra_models_]], axis=0)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
@@ -300,6 +308,7 @@ class DeepClassifier(CompiledFit, NetworkInputs, ClassifierMixin, BaseEstimator)
     def __setstate__(self, state):
         state.setdefault("precision", "float32")  # models saved before the switches existed
         state.setdefault("loop", "keras")
+        state.setdefault("length_buckets", 0)
         weights, extra = state.get("model_"), state.get("extra_models_", [])
         self.__dict__.update(state)
         if weights is not None:

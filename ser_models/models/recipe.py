@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from ser_models.models.architectures import POOLINGS
+from ser_models.models.architectures import ARCHITECTURES, POOLINGS, TIME_ALIGNMENT
 
 # Training-recipe switches, off by default (see bench/benchmarks/deep_recipe.py for their ablation):
 # mixup (Beta alpha), label smoothing, a warm-up + cosine schedule instead of halving on plateaus,
 # averaging of the weights of the epochs up to the best one ("swa"), per-utterance frame normalisation,
-# the statistics pooled over the frames (POOLINGS), the number of retrained networks averaged, the early-stopped
-# network kept as the first of them, and the retrained networks replaying the validation pass's learning rates.
+# the statistics pooled over the frames (POOLINGS), length buckets (below), the number of retrained networks
+# averaged, the early-stopped network kept as the first of them, and the retrained networks replaying the validation
+# pass's learning rates.
 RECIPE_SWITCHES = {"mixup": 0.0, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
                    "averaging": "none", "average_epochs": 5, "utterance_norm": False, "pooling": "mean_max",
                    "refit_networks": 1, "keep_validation_network": False, "refit_schedule": "constant",
-                   "best_epoch_ties": "first", "validation_draw": "random"}
+                   "best_epoch_ties": "first", "validation_draw": "random", "length_buckets": 0}
 SCHEDULES, AVERAGING, REFIT_SCHEDULES = ("plateau", "cosine"), ("none", "swa"), ("constant", "replay")
 MONITORS = ("val_accuracy", "val_loss", "val_uar")  # the validation speakers' score that picks the best epoch
 EPOCH_TIES = ("first", "lowest_loss")  # which of the epochs tied on the best validation score is the best
@@ -47,6 +48,26 @@ FRAME_RECIPE = {"frame_pool": 4, "refit_full": True, "refit_networks": 3}
 BEST_EPOCH = {"monitor": "val_uar", "best_epoch_ties": "lowest_loss"}
 
 
+# `length_buckets`: 0, every batch padded to the corpus-wide length; k >= 1, each batch padded only to its own longest
+# utterance (rounded up, `padded_length_step`), the validation and predicted rows taken in order of length; with
+# k >= 2 the training batches are also drawn by length: each run of k batches of the shuffled rows sorted by length,
+# then cut (`epoch_batches`). k = 1 trains the same batches as 0, so the same network up to float rounding.
+
+
+def _check_length_buckets(params: dict) -> None:
+    buckets = params.get("length_buckets", 0)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
+        raise ValueError(f"length_buckets must be a whole number >= 0, not {buckets!r}")
+    if not buckets:
+        return
+    if params.get("loop") == "compiled":
+        raise ValueError("length_buckets needs loop=keras: the compiled loop pads batches to the corpus-wide length")
+    architecture = params.get("architecture")
+    if architecture in ARCHITECTURES and architecture not in TIME_ALIGNMENT:
+        raise ValueError(f"{architecture!r} reads inputs of the corpus-wide length; length_buckets applies to "
+                         f"{', '.join(sorted(TIME_ALIGNMENT))}")
+
+
 def check_choices(params: dict) -> None:
     """Refuse a deep model's setting outside its choices (schedule, monitor, ...): at a suite's load, before any fit,
     and again in `fit`."""
@@ -57,3 +78,4 @@ def check_choices(params: dict) -> None:
     for key, allowed in choices.items():
         if key in params and params[key] not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {params[key]!r}")
+    _check_length_buckets(params)

@@ -43,24 +43,45 @@ def class_covering_draw(chosen: np.ndarray, rng: np.random.Generator, targets, g
     return best
 
 
+def epoch_batches(rng: np.random.Generator, n_rows: int, batch_size: int, lengths: np.ndarray | None = None,
+                  pool_batches: int = 0) -> list[np.ndarray]:
+    """One epoch's batches of row positions: a random permutation cut into batches. With `pool_batches` > 1 (length
+    buckets), each run of that many batches of the permutation is sorted by `lengths` before it is cut, so a batch
+    holds utterances of similar lengths, and the batches are then shuffled. Every row is in exactly one batch."""
+    order = rng.permutation(n_rows)
+    if lengths is None or pool_batches <= 1:
+        return [order[start:start + batch_size] for start in range(0, n_rows, batch_size)]
+    pool, batches = pool_batches * batch_size, []
+    for start in range(0, n_rows, pool):
+        part = order[start:start + pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[first:first + batch_size] for first in range(0, len(part), batch_size)]
+    return [batches[index] for index in rng.permutation(len(batches))]
+
+
 def training_batches(keras):
     class TrainingBatches(keras.utils.PyDataset):
         """Shuffled training batches, augmentation redrawn for every batch, class weights as sample weights.
         `read(rows)` gives the network inputs of those rows of `rows`' source, so only a batch is in memory."""
 
-        def __init__(self, read, rows, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None):
+        def __init__(self, read, rows, targets, class_weight, batch_size, *, augment, seed, one_hot=False, mix=None,
+                     lengths=None, pool_batches=0):
             super().__init__()
             self.read, self.rows, self.targets, self.class_weight = read, rows, targets, class_weight
             self.batch_size, self.augment = batch_size, augment
             self.one_hot, self.mix = one_hot, mix
+            self.lengths, self.pool_batches = lengths, pool_batches
             self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(targets))
+            self.batches = self._drawn()
+
+        def _drawn(self):
+            return epoch_batches(self.rng, len(self.targets), self.batch_size, self.lengths, self.pool_batches)
 
         def __len__(self):
             return int(np.ceil(len(self.targets) / self.batch_size))
 
         def __getitem__(self, index):
-            rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+            rows = self.batches[index]
             inputs = self.augment(self.read(self.rows[rows]), self.rng)
             labels = self.targets[rows]
             weights = self.class_weight[labels]
@@ -71,7 +92,7 @@ def training_batches(keras):
             return tuple(inputs), labels, weights
 
         def on_epoch_end(self):
-            self.order = self.rng.permutation(len(self.targets))
+            self.batches = self._drawn()
 
     return TrainingBatches
 
